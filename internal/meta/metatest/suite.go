@@ -1,0 +1,316 @@
+// Package metatest is the conformance suite every meta.Store backend runs.
+package metatest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/coffer-backup/coffer/internal/meta"
+)
+
+// Run runs the suite against stores made by open; each subtest gets a fresh,
+// empty store.
+func Run(t *testing.T, open func(t *testing.T) meta.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s meta.Store)
+	}{
+		{"ResourceRoundTrip", testResourceRoundTrip},
+		{"CaseInsensitiveIDs", testCaseInsensitive},
+		{"ListPaging", testListPaging},
+		{"DeleteTree", testDeleteTree},
+		{"TransactionRollback", testRollback},
+		{"OperationLifecycle", testOperationLifecycle},
+		{"ClaimIsExclusive", testClaimExclusive},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
+	}
+}
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func rg(sub, name string) meta.Resource {
+	return meta.Resource{
+		ID:           "/subscriptions/" + sub + "/resourceGroups/" + name,
+		Type:         "Microsoft.Resources/resourceGroups",
+		Name:         name,
+		Subscription: sub,
+		Parent:       "/subscriptions/" + sub,
+		Body:         json.RawMessage(`{"location":"westus"}`),
+		ETag:         "e1",
+		UpdatedAt:    t0,
+	}
+}
+
+const sub = "00000000-0000-0000-0000-000000000001"
+
+func testResourceRoundTrip(t *testing.T, s meta.Store) {
+	ctx := context.Background()
+	r := rg(sub, "Alpha")
+	created, err := s.PutResource(ctx, r)
+	if err != nil || !created {
+		t.Fatalf("first put: created=%v err=%v", created, err)
+	}
+	got, err := s.GetResource(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != r.ID || got.Name != "Alpha" || string(got.Body) != string(r.Body) || !got.CreatedAt.Equal(t0) {
+		t.Fatalf("got %+v", got)
+	}
+	r.Body = json.RawMessage(`{"location":"westus","tags":{"a":"b"}}`)
+	r.UpdatedAt = t0.Add(time.Hour)
+	created, err = s.PutResource(ctx, r)
+	if err != nil || created {
+		t.Fatalf("second put: created=%v err=%v", created, err)
+	}
+	got, _ = s.GetResource(ctx, r.ID)
+	if string(got.Body) != string(r.Body) || !got.CreatedAt.Equal(t0) || !got.UpdatedAt.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("after update got %+v", got)
+	}
+	ok, err := s.DeleteResource(ctx, r.ID)
+	if err != nil || !ok {
+		t.Fatalf("delete: %v %v", ok, err)
+	}
+	if _, err := s.GetResource(ctx, r.ID); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("get after delete: %v", err)
+	}
+	if ok, _ := s.DeleteResource(ctx, r.ID); ok {
+		t.Fatal("second delete reported a deletion")
+	}
+}
+
+func testCaseInsensitive(t *testing.T, s meta.Store) {
+	ctx := context.Background()
+	r := rg(sub, "MixedCase")
+	if _, err := s.PutResource(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetResource(ctx, "/SUBSCRIPTIONS/"+sub+"/resourcegroups/mixedcase")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != r.ID {
+		t.Fatalf("canonical casing lost: %q", got.ID)
+	}
+	other := r
+	other.ID = "/subscriptions/" + sub + "/resourcegroups/MIXEDCASE"
+	other.UpdatedAt = t0.Add(time.Minute)
+	if created, _ := s.PutResource(ctx, other); created {
+		t.Fatal("a differently cased id created a second resource")
+	}
+	got, _ = s.GetResource(ctx, r.ID)
+	if got.ID != r.ID {
+		t.Fatalf("update changed the canonical id to %q", got.ID)
+	}
+}
+
+func testListPaging(t *testing.T, s meta.Store) {
+	ctx := context.Background()
+	const n = 57
+	for i := 0; i < n; i++ {
+		if _, err := s.PutResource(ctx, rg(sub, fmt.Sprintf("g%03d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.PutResource(ctx, rg("00000000-0000-0000-0000-000000000002", "elsewhere")); err != nil {
+		t.Fatal(err)
+	}
+	q := meta.Query{Type: "microsoft.resources/RESOURCEGROUPS", Subscription: sub, Limit: 10}
+	seen := map[string]bool{}
+	pages := 0
+	for {
+		p, err := s.ListResources(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, r := range p.Items {
+			if seen[r.Name] {
+				t.Fatalf("%s listed twice", r.Name)
+			}
+			seen[r.Name] = true
+		}
+		if p.Next == "" {
+			break
+		}
+		q.After = p.Next
+	}
+	if len(seen) != n || pages != 6 {
+		t.Fatalf("listed %d in %d pages, want %d in 6", len(seen), pages, n)
+	}
+	count, err := s.CountResources(ctx, meta.Query{Type: "Microsoft.Resources/resourceGroups"})
+	if err != nil || count != n+1 {
+		t.Fatalf("count = %d, %v", count, err)
+	}
+	empty, err := s.ListResources(ctx, meta.Query{Type: "Microsoft.Compute/disks"})
+	if err != nil || empty.Items == nil || len(empty.Items) != 0 || empty.Next != "" {
+		t.Fatalf("empty list = %#v, %v", empty, err)
+	}
+}
+
+func testDeleteTree(t *testing.T, s meta.Store) {
+	ctx := context.Background()
+	group := rg(sub, "tree_1")
+	sibling := rg(sub, "tree_10")  // shares a prefix but is not beneath
+	lookalike := rg(sub, "treex1") // '_' must not act as a wildcard
+	disk := meta.Resource{ID: group.ID + "/providers/Microsoft.Compute/disks/d1", Type: "Microsoft.Compute/disks",
+		Name: "d1", Subscription: sub, ResourceGroup: "tree_1", Parent: group.ID, Body: json.RawMessage(`{}`), UpdatedAt: t0}
+	for _, r := range []meta.Resource{group, sibling, lookalike, disk} {
+		if _, err := s.PutResource(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	under, err := s.CountResources(ctx, meta.Query{Under: group.ID})
+	if err != nil || under != 1 {
+		t.Fatalf("under count = %d, %v", under, err)
+	}
+	n, err := s.DeleteTree(ctx, group.ID)
+	if err != nil || n != 2 {
+		t.Fatalf("DeleteTree removed %d, %v; want 2", n, err)
+	}
+	for _, r := range []meta.Resource{sibling, lookalike} {
+		if _, err := s.GetResource(ctx, r.ID); err != nil {
+			t.Fatalf("%s went with the tree: %v", r.ID, err)
+		}
+	}
+}
+
+func testRollback(t *testing.T, s meta.Store) {
+	ctx := context.Background()
+	boom := fmt.Errorf("boom")
+	err := s.InTx(ctx, func(tx meta.Tx) error {
+		if _, err := tx.PutResource(ctx, rg(sub, "rolled")); err != nil {
+			return err
+		}
+		if err := tx.CreateOperation(ctx, meta.Operation{ID: "op-rolled", Kind: "k", StartedAt: t0, Input: []byte(`{}`)}); err != nil {
+			return err
+		}
+		return boom
+	})
+	if err != boom {
+		t.Fatalf("InTx returned %v", err)
+	}
+	if _, err := s.GetResource(ctx, rg(sub, "rolled").ID); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("rolled-back resource visible: %v", err)
+	}
+	if _, err := s.GetOperation(ctx, "op-rolled"); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("rolled-back operation visible: %v", err)
+	}
+	err = s.InTx(ctx, func(tx meta.Tx) error {
+		_, err := tx.PutResource(ctx, rg(sub, "kept"))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetResource(ctx, rg(sub, "kept").ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testOperationLifecycle(t *testing.T, s meta.Store) {
+	ctx := context.Background()
+	op := meta.Operation{ID: "op1", Kind: "test", ResourceID: "/x", Input: []byte(`{"a":1}`), StartedAt: t0}
+	if err := s.CreateOperation(ctx, op); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetOperation(ctx, "op1")
+	if err != nil || got.Status != meta.StatusInProgress || string(got.Input) != `{"a":1}` || !got.StartedAt.Equal(t0) {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	claimed, ok, err := s.ClaimOperation(ctx, "nodeA", t0, time.Minute)
+	if err != nil || !ok || claimed.ID != "op1" || claimed.Attempts != 1 || claimed.LeaseOwner != "nodeA" {
+		t.Fatalf("claim: %+v %v %v", claimed, ok, err)
+	}
+	if _, ok, _ := s.ClaimOperation(ctx, "nodeB", t0.Add(time.Second), time.Minute); ok {
+		t.Fatal("a leased operation was claimed twice")
+	}
+	if ok, _ := s.RenewLease(ctx, "op1", "nodeB", t0.Add(time.Hour)); ok {
+		t.Fatal("a non-owner renewed the lease")
+	}
+	if ok, err := s.RenewLease(ctx, "op1", "nodeA", t0.Add(2*time.Minute)); !ok || err != nil {
+		t.Fatalf("owner renew: %v %v", ok, err)
+	}
+	// The lease expires: another node takes over.
+	claimed, ok, _ = s.ClaimOperation(ctx, "nodeB", t0.Add(3*time.Minute), time.Minute)
+	if !ok || claimed.LeaseOwner != "nodeB" || claimed.Attempts != 2 {
+		t.Fatalf("takeover: %+v %v", claimed, ok)
+	}
+	// A released operation waits for not_before.
+	if err := s.ReleaseOperation(ctx, "op1", "nodeB", t0.Add(10*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.ClaimOperation(ctx, "nodeA", t0.Add(5*time.Minute), time.Minute); ok {
+		t.Fatal("claimed before not_before")
+	}
+	if _, ok, _ := s.ClaimOperation(ctx, "nodeA", t0.Add(11*time.Minute), time.Minute); !ok {
+		t.Fatal("not claimable after not_before")
+	}
+	if err := s.ReleaseLeases(ctx, "nodeA"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.GetOperation(ctx, "op1")
+	if got.LeaseOwner != "" {
+		t.Fatalf("ReleaseLeases kept owner %q", got.LeaseOwner)
+	}
+	done := meta.Operation{ID: "op1", Status: meta.StatusSucceeded, Result: []byte(`{"ok":true}`), EndedAt: t0.Add(time.Hour)}
+	if ok, err := s.FinishOperation(ctx, done); !ok || err != nil {
+		t.Fatalf("finish: %v %v", ok, err)
+	}
+	if ok, _ := s.FinishOperation(ctx, done); ok {
+		t.Fatal("finished twice")
+	}
+	got, _ = s.GetOperation(ctx, "op1")
+	if got.Status != meta.StatusSucceeded || string(got.Result) != `{"ok":true}` || !got.EndedAt.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("finished op = %+v", got)
+	}
+	if _, ok, _ := s.ClaimOperation(ctx, "nodeA", t0.Add(24*time.Hour), time.Minute); ok {
+		t.Fatal("a finished operation was claimed")
+	}
+}
+
+func testClaimExclusive(t *testing.T, s meta.Store) {
+	ctx := context.Background()
+	const ops = 20
+	for i := 0; i < ops; i++ {
+		if err := s.CreateOperation(ctx, meta.Operation{ID: fmt.Sprintf("c%02d", i), Kind: "k", Input: []byte(`{}`), StartedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	claims := map[string]string{}
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(owner string) {
+			defer wg.Done()
+			for {
+				op, ok, err := s.ClaimOperation(ctx, owner, t0, time.Hour)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !ok {
+					return
+				}
+				mu.Lock()
+				if prev, dup := claims[op.ID]; dup {
+					t.Errorf("%s claimed by %s and %s", op.ID, prev, owner)
+				}
+				claims[op.ID] = owner
+				mu.Unlock()
+			}
+		}(fmt.Sprintf("w%d", w))
+	}
+	wg.Wait()
+	if len(claims) != ops {
+		t.Fatalf("claimed %d of %d", len(claims), ops)
+	}
+}

@@ -1,0 +1,120 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"time"
+)
+
+// Resource is one stored ARM resource.
+type Resource struct {
+	ID            string // canonical casing
+	Type          string // e.g. Microsoft.Compute/disks
+	Name          string
+	Subscription  string // subscription GUID, "" for tenant-level resources
+	ResourceGroup string // resource group name, "" when none
+	Parent        string // id of the enclosing resource or scope
+	Body          json.RawMessage
+	ETag          string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+// Query selects resources of one type. Empty fields do not filter.
+type Query struct {
+	Type          string
+	Subscription  string
+	ResourceGroup string
+	Parent        string
+	// Under keeps resources whose id is beneath this id (id + "/...").
+	Under string
+	// After is the continuation key a previous Page returned.
+	After string
+	// Limit is the page size; 0 means 100.
+	Limit int
+}
+
+// Page is one page of a listing. Next is "" on the last page.
+type Page struct {
+	Items []Resource
+	Next  string
+}
+
+// Operation is a durable long-running operation.
+type Operation struct {
+	ID         string
+	Kind       string
+	ResourceID string
+	Status     string
+	Input      json.RawMessage
+	Result     json.RawMessage
+	Error      json.RawMessage
+	Attempts   int
+	LeaseOwner string
+	LeaseUntil time.Time
+	NotBefore  time.Time
+	StartedAt  time.Time
+	EndedAt    time.Time
+}
+
+// Operation statuses as ARM spells them.
+const (
+	StatusInProgress = "InProgress"
+	StatusSucceeded  = "Succeeded"
+	StatusFailed     = "Failed"
+	StatusCanceled   = "Canceled"
+)
+
+// Tx is what can be done inside one transaction. The Store itself also
+// satisfies it, each call then being its own transaction.
+type Tx interface {
+	// GetResource returns the resource with this id (any casing) or an
+	// errs.NotFound error.
+	GetResource(ctx context.Context, id string) (Resource, error)
+	// PutResource inserts r or replaces the resource with the same id,
+	// keeping the stored casing and creation time of an existing one. It
+	// reports whether the resource is new.
+	PutResource(ctx context.Context, r Resource) (created bool, err error)
+	// DeleteResource removes the resource with this id; false if absent.
+	DeleteResource(ctx context.Context, id string) (bool, error)
+	// DeleteTree removes the resource with this id and every resource
+	// beneath it, returning how many went.
+	DeleteTree(ctx context.Context, id string) (int, error)
+	// ListResources returns one page of the resources q selects, in key order.
+	ListResources(ctx context.Context, q Query) (Page, error)
+	// CountResources counts what q selects, ignoring After and Limit.
+	CountResources(ctx context.Context, q Query) (int, error)
+
+	// CreateOperation records a new operation.
+	CreateOperation(ctx context.Context, op Operation) error
+	// GetOperation returns the operation or an errs.NotFound error.
+	GetOperation(ctx context.Context, id string) (Operation, error)
+	// FinishOperation sets the terminal status, result and error of an
+	// operation still in progress; false if it had already ended.
+	FinishOperation(ctx context.Context, op Operation) (bool, error)
+}
+
+// Store is the metadata store.
+type Store interface {
+	Tx
+	// InTx runs fn in one transaction, committed if fn returns nil.
+	InTx(ctx context.Context, fn func(Tx) error) error
+	// ClaimOperation leases one runnable operation (in progress, not leased
+	// or its lease expired, not_before passed) to owner until now+lease and
+	// counts the attempt. ok is false when there is none.
+	ClaimOperation(ctx context.Context, owner string, now time.Time, lease time.Duration) (op Operation, ok bool, err error)
+	// RenewLease extends owner's lease; false if owner no longer holds it.
+	RenewLease(ctx context.Context, id, owner string, until time.Time) (bool, error)
+	// ReleaseOperation gives up owner's lease and defers the next attempt
+	// to notBefore.
+	ReleaseOperation(ctx context.Context, id, owner string, notBefore time.Time) error
+	// ReleaseLeases drops every lease held by owner (used at start-up: a
+	// node that restarts holds nothing).
+	ReleaseLeases(ctx context.Context, owner string) error
+	// DB exposes the pool for health checks.
+	DB() *sql.DB
+	// Driver names the backend: "sqlite" or "postgres".
+	Driver() string
+	Close() error
+}
