@@ -260,6 +260,9 @@ func (t queries) PutResource(ctx context.Context, r Resource) (bool, error) {
 }
 
 func (t queries) DeleteResource(ctx context.Context, id string) (bool, error) {
+	if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM role_assignments WHERE id_key = ?`), key(id)); err != nil {
+		return false, err
+	}
 	res, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM resources WHERE id_key = ?`), key(id))
 	if err != nil {
 		return false, err
@@ -276,6 +279,10 @@ func likePrefix(s string) string {
 
 func (t queries) DeleteTree(ctx context.Context, id string) (int, error) {
 	k := key(id)
+	if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM role_assignments WHERE id_key = ? OR id_key LIKE ? ESCAPE '!'`),
+		k, likePrefix(k+"/")); err != nil {
+		return 0, err
+	}
 	res, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM resources WHERE id_key = ? OR id_key LIKE ? ESCAPE '!'`),
 		k, likePrefix(k+"/"))
 	if err != nil {
@@ -419,4 +426,38 @@ func (t queries) FinishOperation(ctx context.Context, op Operation) (bool, error
 	}
 	n, _ := res.RowsAffected()
 	return n == 1, nil
+}
+
+func (t queries) IndexAssignment(ctx context.Context, a AssignmentIndex) error {
+	if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM role_assignments WHERE id_key = ?`), key(a.ID)); err != nil {
+		return err
+	}
+	_, err := t.q.ExecContext(ctx, t.rebind(`INSERT INTO role_assignments (id_key, principal_key, scope, role_id) VALUES (?, ?, ?, ?)`),
+		key(a.ID), strings.ToLower(a.Principal), a.Scope, strings.ToLower(a.RoleID))
+	return err
+}
+
+func (t queries) AssignmentsOf(ctx context.Context, principal string) ([]AssignmentIndex, error) {
+	rows, err := t.q.QueryContext(ctx, t.rebind(`SELECT r.id, a.principal_key, a.scope, a.role_id
+		FROM role_assignments a JOIN resources r ON r.id_key = a.id_key
+		WHERE a.principal_key = ? ORDER BY a.id_key`), strings.ToLower(principal))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []AssignmentIndex
+	for rows.Next() {
+		var a AssignmentIndex
+		if err := rows.Scan(&a.ID, &a.Principal, &a.Scope, &a.RoleID); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+func (t queries) CountAssignmentsOfRole(ctx context.Context, role string) (int, error) {
+	var n int
+	err := t.q.QueryRowContext(ctx, t.rebind(`SELECT COUNT(*) FROM role_assignments WHERE role_id = ?`), strings.ToLower(role)).Scan(&n)
+	return n, err
 }

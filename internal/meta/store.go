@@ -41,6 +41,14 @@ type Page struct {
 	Next  string
 }
 
+// AssignmentIndex is a role assignment as the authorizer needs it.
+type AssignmentIndex struct {
+	ID        string // the assignment's resource id
+	Principal string
+	Scope     string
+	RoleID    string // role definition GUID
+}
+
 // Operation is a durable long-running operation.
 type Operation struct {
 	ID         string
@@ -76,7 +84,8 @@ type Tx interface {
 	// keeping the stored casing and creation time of an existing one. It
 	// reports whether the resource is new.
 	PutResource(ctx context.Context, r Resource) (created bool, err error)
-	// DeleteResource removes the resource with this id; false if absent.
+	// DeleteResource removes the resource with this id (and its index
+	// rows); false if absent.
 	DeleteResource(ctx context.Context, id string) (bool, error)
 	// DeleteTree removes the resource with this id and every resource
 	// beneath it, returning how many went.
@@ -85,6 +94,14 @@ type Tx interface {
 	ListResources(ctx context.Context, q Query) (Page, error)
 	// CountResources counts what q selects, ignoring After and Limit.
 	CountResources(ctx context.Context, q Query) (int, error)
+
+	// IndexAssignment records (or replaces) a role assignment in the
+	// by-principal index; the assignment's resource row is written beside it.
+	IndexAssignment(ctx context.Context, a AssignmentIndex) error
+	// AssignmentsOf returns every indexed assignment of principal.
+	AssignmentsOf(ctx context.Context, principal string) ([]AssignmentIndex, error)
+	// CountAssignmentsOfRole counts assignments that name role (a GUID).
+	CountAssignmentsOfRole(ctx context.Context, role string) (int, error)
 
 	// CreateOperation records a new operation.
 	CreateOperation(ctx context.Context, op Operation) error

@@ -27,6 +27,7 @@ func Run(t *testing.T, open func(t *testing.T) meta.Store) {
 		{"TransactionRollback", testRollback},
 		{"OperationLifecycle", testOperationLifecycle},
 		{"ClaimIsExclusive", testClaimExclusive},
+		{"AssignmentIndex", testAssignmentIndex},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -312,5 +313,52 @@ func testClaimExclusive(t *testing.T, s meta.Store) {
 	wg.Wait()
 	if len(claims) != ops {
 		t.Fatalf("claimed %d of %d", len(claims), ops)
+	}
+}
+
+func testAssignmentIndex(t *testing.T, s meta.Store) {
+	ctx := context.Background()
+	group := rg(sub, "rbac")
+	put := func(id, principal, scope, role string) {
+		t.Helper()
+		err := s.InTx(ctx, func(tx meta.Tx) error {
+			if _, err := tx.PutResource(ctx, meta.Resource{ID: id, Type: "Microsoft.Authorization/roleAssignments",
+				Name: id[len(id)-4:], Body: json.RawMessage(`{}`), UpdatedAt: t0}); err != nil {
+				return err
+			}
+			return tx.IndexAssignment(ctx, meta.AssignmentIndex{ID: id, Principal: principal, Scope: scope, RoleID: role})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.PutResource(ctx, group); err != nil {
+		t.Fatal(err)
+	}
+	put("/providers/Microsoft.Authorization/roleAssignments/a001", "P1", "/", "ROLE-A")
+	put(group.ID+"/providers/Microsoft.Authorization/roleAssignments/a002", "p1", group.ID, "role-b")
+	put(group.ID+"/providers/Microsoft.Authorization/roleAssignments/a003", "p2", group.ID, "role-b")
+	got, err := s.AssignmentsOf(ctx, "P1")
+	if err != nil || len(got) != 2 {
+		t.Fatalf("AssignmentsOf(P1) = %+v, %v", got, err)
+	}
+	if got[0].RoleID != "role-a" || got[0].Scope != "/" {
+		t.Fatalf("first = %+v", got[0])
+	}
+	if n, _ := s.CountAssignmentsOfRole(ctx, "ROLE-B"); n != 2 {
+		t.Fatalf("CountAssignmentsOfRole = %d", n)
+	}
+	if _, err := s.DeleteTree(ctx, group.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.AssignmentsOf(ctx, "p1")
+	if len(got) != 1 {
+		t.Fatalf("after DeleteTree p1 has %+v", got)
+	}
+	if ok, _ := s.DeleteResource(ctx, "/providers/Microsoft.Authorization/roleAssignments/a001"); !ok {
+		t.Fatal("delete failed")
+	}
+	if got, _ = s.AssignmentsOf(ctx, "p1"); len(got) != 0 {
+		t.Fatalf("index row outlived its resource: %+v", got)
 	}
 }

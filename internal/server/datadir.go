@@ -1,0 +1,128 @@
+package server
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// DataDir is the layout of a coffer data directory.
+type DataDir string
+
+// Path joins elem onto the directory.
+func (d DataDir) Path(elem ...string) string {
+	return filepath.Join(append([]string{string(d)}, elem...)...)
+}
+
+// Files inside the data directory.
+const (
+	TLSCertFile  = "tls/cert.pem"
+	TLSKeyFile   = "tls/key.pem"
+	EndpointFile = "endpoint"  // the https URL serve is listening on
+	AdminFile    = "admin-id"  // the bootstrap administrator's object id
+	TenantFile   = "tenant-id" // the tenant id tokens carry
+	NodeFile     = "node-id"   // this node's id, the owner of its operation leases
+	DBFile       = "coffer.db" // the default SQLite store
+	BlobDir      = "blobs"     // the default chunk store
+)
+
+// ID returns the GUID kept in file, creating it on first use.
+func (d DataDir) ID(file string) (string, error) {
+	path := d.Path(file)
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		id := strings.TrimSpace(string(raw))
+		if _, perr := uuid.Parse(id); perr != nil {
+			return "", fmt.Errorf("%s: not a GUID", path)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	if err := os.MkdirAll(string(d), 0o700); err != nil {
+		return "", err
+	}
+	id := uuid.NewString()
+	tmp := path + ".tmp-" + uuid.NewString()
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return d.ID(file)
+		}
+		return "", err
+	}
+	return id, nil
+}
+
+// EnsureTLS creates a self-signed certificate for the loopback names and
+// host unless one exists, and returns the cert and key paths.
+func (d DataDir) EnsureTLS(host string, now time.Time) (certPath, keyPath string, err error) {
+	certPath, keyPath = d.Path(TLSCertFile), d.Path(TLSKeyFile)
+	if _, err := os.Stat(certPath); err == nil {
+		return certPath, keyPath, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(certPath), 0o700); err != nil {
+		return "", "", err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "coffer", Organization: []string{"coffer self-signed"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.AddDate(5, 0, 0),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	if host != "" {
+		if ip := net.ParseIP(host); ip != nil {
+			if !ip.IsLoopback() && !ip.IsUnspecified() {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			}
+		} else if host != "localhost" {
+			tmpl.DNSNames = append(tmpl.DNSNames, host)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", err
+	}
+	return certPath, keyPath, nil
+}

@@ -1,0 +1,208 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/arm"
+	"github.com/coffer-backup/coffer/internal/auth"
+	"github.com/coffer-backup/coffer/internal/clock"
+	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/coffer-backup/coffer/internal/meta"
+	"github.com/coffer-backup/coffer/internal/ops"
+	"github.com/coffer-backup/coffer/internal/provider/authorization"
+	"github.com/coffer-backup/coffer/internal/provider/resources"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Config is what `coffer serve` is told.
+type Config struct {
+	DataDir    string
+	Addr       string // HTTPS listen address
+	NBDAddr    string
+	DBURL      string // "" = SQLite in the data dir
+	BlobURL    string // "" = a directory in the data dir
+	TLSCert    string
+	TLSKey     string
+	OIDCIssuer string
+	Audiences  []string
+	// OperationDelay delays every operation attempt (fault injection for
+	// crash tests; hidden flag).
+	OperationDelay time.Duration
+	Logger         *slog.Logger
+	Clock          clock.Clock
+}
+
+// Run serves until ctx ends, then shuts down gracefully within 10 s.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	log := cfg.Logger
+	dir := DataDir(cfg.DataDir)
+	if err := os.MkdirAll(string(dir), 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("--addr %q: %w", cfg.Addr, err)
+	}
+	certPath, keyPath := cfg.TLSCert, cfg.TLSKey
+	if certPath == "" || keyPath == "" {
+		if certPath, keyPath, err = dir.EnsureTLS(host, cfg.Clock.Now()); err != nil {
+			return fmt.Errorf("tls certificate: %w", err)
+		}
+	}
+	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return fmt.Errorf("tls certificate: %w", err)
+	}
+	signingKey, err := auth.LoadOrCreateKey(string(dir))
+	if err != nil {
+		return fmt.Errorf("token key: %w", err)
+	}
+	nodeID, err := dir.ID(NodeFile)
+	if err != nil {
+		return err
+	}
+	adminID, err := dir.ID(AdminFile)
+	if err != nil {
+		return err
+	}
+	if _, err := dir.ID(TenantFile); err != nil {
+		return err
+	}
+
+	dbURL := cfg.DBURL
+	if dbURL == "" {
+		dbURL = dir.Path(DBFile)
+	}
+	store, err := meta.Open(ctx, dbURL)
+	if err != nil {
+		return fmt.Errorf("metadata store: %w", err)
+	}
+	defer store.Close()
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	endpoint := "https://" + endpointHost(ln.Addr().(*net.TCPAddr), host)
+
+	verifier := auth.Verifier{Key: signingKey.Public().(ed25519.PublicKey), Clock: cfg.Clock,
+		Audiences: append([]string{auth.ManagementAudience, endpoint, endpoint + "/"}, cfg.Audiences...)}
+	if cfg.OIDCIssuer != "" {
+		if verifier.OIDC, err = auth.NewOIDC(ctx, cfg.OIDCIssuer); err != nil {
+			return err
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "coffer_http_requests_total", Help: "ARM requests by route, method and status.",
+	}, []string{"route", "method", "code"})
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "coffer_http_request_duration_seconds", Help: "ARM request latency by route and method.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	}, []string{"route", "method"})
+	reg.MustRegister(requests, latency)
+	observe := func(route, method string, status int, elapsed time.Duration) {
+		requests.WithLabelValues(route, method, fmt.Sprint(status)).Inc()
+		latency.WithLabelValues(route, method).Observe(elapsed.Seconds())
+	}
+
+	runner := ops.New(store, cfg.Clock, log.With("component", "ops"), ops.Config{Owner: nodeID, StepDelay: cfg.OperationDelay})
+	authz := &authorization.Service{Store: store, Clock: cfg.Clock}
+	if err := authz.Bootstrap(ctx, adminID); err != nil {
+		return fmt.Errorf("bootstrap administrator: %w", err)
+	}
+	router := arm.NewRouter(verifier, authz, log, observe)
+	groups := &resources.Service{Store: store, Ops: runner, Clock: cfg.Clock}
+	groups.Routes(router)
+	authz.Routes(router)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := store.DB().PingContext(r.Context()); err != nil {
+			http.Error(w, "metadata store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	mux.Handle("GET /metrics", requireToken(verifier, metrics))
+	mux.Handle("/", router)
+
+	runCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	if err := runner.Start(runCtx); err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if err := os.WriteFile(dir.Path(EndpointFile), []byte(endpoint+"\n"), 0o644); err != nil {
+		return err
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+	log.Info("coffer serving", "endpoint", endpoint, "db", store.Driver(), "data_dir", cfg.DataDir, "node", nodeID)
+
+	select {
+	case err := <-serveErr:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(shutdownCtx)
+	stopWork()
+	runner.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// endpointHost is the host:port clients use: loopback when listening on all
+// interfaces.
+func endpointHost(addr *net.TCPAddr, host string) string {
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return fmt.Sprintf("%s:%d", host, addr.Port)
+}
+
+func requireToken(v auth.Verifier, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			arm.WriteError(w, errs.E(errs.Unauthenticated, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."))
+			return
+		}
+		if _, err := v.Verify(r.Context(), tok); err != nil {
+			arm.WriteError(w, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
