@@ -1,0 +1,289 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	azarm "github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/coffer-backup/coffer/internal/meta"
+	"github.com/google/uuid"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "coffer-e2e-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "coffer")
+	build := exec.Command("go", "build", "-o", binary, "../../cmd/coffer")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build coffer:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// backend is a metadata store a server can run on.
+type backend struct {
+	name string
+	db   func(t *testing.T) string // --db value; "" for SQLite
+}
+
+// backends returns SQLite and, when the test script started one, PostgreSQL.
+func backends(t *testing.T) []backend {
+	out := []backend{{name: "sqlite", db: func(*testing.T) string { return "" }}}
+	base := os.Getenv("COFFER_TEST_POSTGRES")
+	if base == "" {
+		if os.Getenv("COFFER_REQUIRE_TOOLS") != "" {
+			t.Fatal("COFFER_REQUIRE_TOOLS is set but COFFER_TEST_POSTGRES is not")
+		}
+		t.Log("COFFER_TEST_POSTGRES not set: PostgreSQL variant not run")
+		return out
+	}
+	return append(out, backend{name: "postgres", db: func(t *testing.T) string { return freshDatabase(t, base) }})
+}
+
+// freshDatabase creates an empty PostgreSQL database for one test.
+func freshDatabase(t *testing.T, base string) string {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := meta.Open(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	name := "e2e_" + strings.ReplaceAll(uuid.NewString()[:13], "-", "_")
+	if _, err := admin.DB().ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if a, err := meta.Open(ctx, base); err == nil {
+			a.DB().ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			a.Close()
+		}
+	})
+	i := strings.LastIndex(base, "/")
+	rest := base[i+1:]
+	q := ""
+	if j := strings.Index(rest, "?"); j >= 0 {
+		q = rest[j:]
+	}
+	return base[:i+1] + name + q
+}
+
+// server is one running `coffer serve`.
+type server struct {
+	t        *testing.T
+	dataDir  string
+	db       string
+	extra    []string
+	cmd      *exec.Cmd
+	endpoint string
+	client   *http.Client
+	logs     *strings.Builder
+	exited   chan error
+}
+
+func startServer(t *testing.T, db string, extra ...string) *server {
+	t.Helper()
+	s := &server{t: t, dataDir: t.TempDir(), db: db, extra: extra}
+	s.start()
+	t.Cleanup(func() {
+		s.stop()
+		if t.Failed() {
+			t.Logf("server log:\n%s", tail(s.logs.String(), 60))
+		}
+	})
+	return s
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (s *server) start(extra ...string) {
+	s.t.Helper()
+	os.Remove(filepath.Join(s.dataDir, "endpoint"))
+	args := []string{"serve", "--data-dir", s.dataDir, "--addr", "127.0.0.1:0", "--nbd-addr", "127.0.0.1:0"}
+	if s.db != "" {
+		args = append(args, "--db", s.db)
+	}
+	args = append(args, s.extra...)
+	args = append(args, extra...)
+	s.cmd = exec.Command(binary, args...)
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if s.logs == nil {
+		s.logs = &strings.Builder{}
+	}
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.exited = make(chan error, 1)
+	logs := s.logs
+	done := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+		}
+		close(done)
+	}()
+	go func() { <-done; s.exited <- s.cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		raw, err := os.ReadFile(filepath.Join(s.dataDir, "endpoint"))
+		if err == nil {
+			s.endpoint = strings.TrimSpace(string(raw))
+			break
+		}
+		select {
+		case err := <-s.exited:
+			s.t.Fatalf("coffer serve exited: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatal("coffer serve did not start in 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	pem, err := os.ReadFile(filepath.Join(s.dataDir, "tls", "cert.pem"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	s.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	for time.Now().Before(deadline) {
+		resp, err := s.client.Get(s.endpoint + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.t.Fatal("/healthz never answered 200")
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (s *server) stop() time.Duration {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	start := time.Now()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+	s.cmd = nil
+	return time.Since(start)
+}
+
+// kill9 kills the server without warning.
+func (s *server) kill9() {
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.exited
+	s.cmd = nil
+}
+
+// token mints a token with `coffer token`.
+func (s *server) token(args ...string) string {
+	s.t.Helper()
+	out, err := exec.Command(binary, append([]string{"token", "--data-dir", s.dataDir}, args...)...).Output()
+	if err != nil {
+		s.t.Fatalf("coffer token: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// run runs a coffer client command against this server.
+func (s *server) run(args ...string) (string, error) {
+	cmd := exec.Command(binary, append(args, "--data-dir", s.dataDir)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+type staticToken string
+
+func (s staticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{Token: string(s), ExpiresOn: time.Now().Add(time.Hour)}, nil
+}
+
+// sdk returns the credential and options the official SDK clients need to
+// talk to this server as the holder of token.
+func (s *server) sdk(token string) (azcore.TokenCredential, *azarm.ClientOptions) {
+	return staticToken(token), &azarm.ClientOptions{ClientOptions: policy.ClientOptions{
+		Cloud: cloud.Configuration{
+			ActiveDirectoryAuthorityHost: "https://login.microsoftonline.com/",
+			Services: map[cloud.ServiceName]cloud.ServiceConfiguration{
+				cloud.ResourceManager: {Audience: "https://management.azure.com/", Endpoint: s.endpoint},
+			},
+		},
+		Transport: s.client,
+		Retry:     policy.RetryOptions{MaxRetries: 2, RetryDelay: 100 * time.Millisecond},
+	}}
+}
+
+// do sends a raw request and returns status, headers and body.
+func (s *server) do(method, path, token string, body string) (int, http.Header, string) {
+	s.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	u := path
+	if !strings.HasPrefix(u, "https://") {
+		u = s.endpoint + path
+	}
+	req, err := http.NewRequest(method, u, rd)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(raw)
+}
+
+func newSubscription() string { return uuid.NewString() }
