@@ -84,7 +84,7 @@ func New(opts Options) (*Client, error) {
 	return &Client{
 		Endpoint: strings.TrimSuffix(endpoint, "/"),
 		Token:    token,
-		HTTP:     &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{TLSClientConfig: tlsConf}},
+		HTTP:     &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true}},
 	}, nil
 }
 

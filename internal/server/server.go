@@ -133,17 +133,26 @@ func Run(ctx context.Context, cfg Config) error {
 	groups.Routes(router)
 	authz.Routes(router)
 
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	health := func(w http.ResponseWriter, r *http.Request) {
 		if err := store.DB().PingContext(r.Context()); err != nil {
 			http.Error(w, "metadata store unavailable", http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ok\n"))
+	}
+	metrics := requireToken(verifier, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Not an http.ServeMux: it would redirect ARM paths with "//" (the SDKs
+	// send /{scope} with a scope that starts with "/") instead of serving them.
+	mux := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/healthz" && r.Method == http.MethodGet:
+			health(w, r)
+		case r.URL.Path == "/metrics" && r.Method == http.MethodGet:
+			metrics.ServeHTTP(w, r)
+		default:
+			router.ServeHTTP(w, r)
+		}
 	})
-	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-	mux.Handle("GET /metrics", requireToken(verifier, metrics))
-	mux.Handle("/", router)
 
 	runCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()

@@ -104,7 +104,7 @@ func TestObservability(t *testing.T) {
 		t.Fatalf("metrics without a token: %d", code)
 	}
 	code, _, body := s.do("GET", "/metrics", admin, "")
-	if code != 200 || !strings.Contains(body, `coffer_http_requests_total{code="200",method="GET",route="/subscriptions/{subscriptionId}/resourcegroups"}`) ||
+	if code != 200 || !strings.Contains(body, `coffer_http_requests_total{code="200",method="GET",route="/subscriptions/{subscriptionId}/resourceGroups"}`) ||
 		!strings.Contains(body, "coffer_http_request_duration_seconds_bucket") {
 		t.Fatalf("metrics: %d\n%s", code, body)
 	}

@@ -59,7 +59,7 @@ type groupProperties struct {
 
 // Routes registers the resource group operations.
 func (s *Service) Routes(r *arm.Router) {
-	const group = "/subscriptions/{subscriptionId}/resourcegroups/{resourceGroupName}"
+	const group = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
 	const read = "Microsoft.Resources/subscriptions/resourceGroups/read"
 	const write = "Microsoft.Resources/subscriptions/resourceGroups/write"
 	r.Handle(arm.Route{Method: http.MethodPut, Pattern: group, Versions: Versions, Action: write, Handler: s.put})
@@ -68,7 +68,7 @@ func (s *Service) Routes(r *arm.Router) {
 	r.Handle(arm.Route{Method: http.MethodPatch, Pattern: group, Versions: Versions, Action: write, Handler: s.patch})
 	r.Handle(arm.Route{Method: http.MethodDelete, Pattern: group, Versions: Versions,
 		Action: "Microsoft.Resources/subscriptions/resourceGroups/delete", Handler: s.delete})
-	r.Handle(arm.Route{Method: http.MethodGet, Pattern: "/subscriptions/{subscriptionId}/resourcegroups",
+	r.Handle(arm.Route{Method: http.MethodGet, Pattern: "/subscriptions/{subscriptionId}/resourceGroups",
 		Versions: Versions, Action: read, Handler: s.list})
 	r.Handle(arm.Route{Method: http.MethodGet, Pattern: "/subscriptions/{subscriptionId}/operationresults/{operationId}",
 		Versions: Versions, Action: read, Handler: s.operationResult})
