@@ -45,9 +45,9 @@ func TestRouting(t *testing.T) {
 	rt.Handle(Route{Method: "GET", Pattern: "/subscriptions/{sub}/locations/{loc}/operationStatus/{op}", Versions: v, Action: "x/read", Handler: echo})
 
 	cases := []struct {
-		name, method, path string
-		status             int
-		code               string
+		name, method, path  string
+		status              int
+		code                string
 		canonical, resource string
 	}{
 		{"case-insensitive literals, canonical casing", "GET", "/SUBSCRIPTIONS/s1/resourcegroups/RG/PROVIDERS/microsoft.compute/DISKS/d1?api-version=2021-01-01", 200, "",
