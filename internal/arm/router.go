@@ -142,6 +142,9 @@ type Route struct {
 	Handler HandlerFunc
 	// Public routes need no token (health, metadata).
 	Public bool
+	// AnyPrincipal routes need a valid token but no role (provider
+	// operation lists, which ARM serves to every signed-in caller).
+	AnyPrincipal bool
 
 	segs []segment
 }
@@ -269,7 +272,7 @@ func (rt *Router) Handle(r Route) {
 	if r.Handler == nil || r.Pattern == "" || r.Method == "" {
 		panic("arm: incomplete route " + r.Method + " " + r.Pattern)
 	}
-	if !r.Public && (r.Action == "" || len(r.Versions.Versions) == 0) {
+	if !r.Public && ((r.Action == "" && !r.AnyPrincipal) || len(r.Versions.Versions) == 0) {
 		panic("arm: route without action or api-versions: " + r.Method + " " + r.Pattern)
 	}
 	r.segs = parsePattern(r.Pattern)
@@ -394,7 +397,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	if route.Scope != nil {
 		scope = route.Scope(req)
 	}
-	if rt.authz != nil {
+	if rt.authz != nil && !route.AnyPrincipal {
 		if err := rt.authz.Authorize(hr.Context(), principal, route.Action, scope); err != nil {
 			WriteError(rec, err)
 			return
