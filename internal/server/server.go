@@ -15,11 +15,14 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/arm"
 	"github.com/coffer-backup/coffer/internal/auth"
+	"github.com/coffer-backup/coffer/internal/blobapi"
 	"github.com/coffer-backup/coffer/internal/clock"
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/meta"
 	"github.com/coffer-backup/coffer/internal/ops"
 	"github.com/coffer-backup/coffer/internal/provider/authorization"
+	"github.com/coffer-backup/coffer/internal/provider/compute"
+	"github.com/coffer-backup/coffer/internal/provider/dataprotection"
 	"github.com/coffer-backup/coffer/internal/provider/resources"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -80,7 +83,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if _, err := dir.ID(TenantFile); err != nil {
+	tenantID, err := dir.ID(TenantFile)
+	if err != nil {
 		return err
 	}
 
@@ -128,10 +132,22 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := authz.Bootstrap(ctx, adminID); err != nil {
 		return fmt.Errorf("bootstrap administrator: %w", err)
 	}
+	sasKey, err := compute.LoadOrCreateSASKey(dir.Path(SASKeyFile))
+	if err != nil {
+		return fmt.Errorf("sas key: %w", err)
+	}
+	volumes := compute.NewVolumes(dir.Path(VolumeDir))
+	defer volumes.Close()
 	router := arm.NewRouter(verifier, authz, log, observe)
-	groups := &resources.Service{Store: store, Ops: runner, Clock: cfg.Clock}
+	disks := &compute.Service{Store: store, Ops: runner, Clock: cfg.Clock, Volumes: volumes,
+		Signer: blobapi.Signer{Key: sasKey, Clock: cfg.Clock}}
+	groups := &resources.Service{Store: store, Ops: runner, Clock: cfg.Clock, Cascades: []resources.Cascade{disks}}
 	groups.Routes(router)
 	authz.Routes(router)
+	protection := &dataprotection.Service{Store: store, Ops: runner, Clock: cfg.Clock, TenantID: tenantID, Permissions: authz}
+	protection.Routes(router)
+	disks.Routes(router)
+	sas := blobapi.NewHandler(disks.Signer, disks.Lookup, log.With("component", "blobapi"))
 
 	health := func(w http.ResponseWriter, r *http.Request) {
 		if err := store.DB().PingContext(r.Context()); err != nil {
@@ -149,6 +165,8 @@ func Run(ctx context.Context, cfg Config) error {
 			health(w, r)
 		case r.URL.Path == "/metrics" && r.Method == http.MethodGet:
 			metrics.ServeHTTP(w, r)
+		case strings.HasPrefix(r.URL.Path, "/sas/"):
+			sas.ServeHTTP(w, r)
 		default:
 			router.ServeHTTP(w, r)
 		}
@@ -188,6 +206,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	return err
 }
+
+// Files of the disk data plane inside the data directory.
+const (
+	SASKeyFile = "keys/sas.key" // the SAS signing key, 32 random bytes
+	VolumeDir  = "volumes"      // one volume directory per disk, named by its uniqueId
+)
 
 // endpointHost is the host:port clients use: loopback when listening on all
 // interfaces.

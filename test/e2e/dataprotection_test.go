@@ -456,3 +456,49 @@ func TestProtectionLifecycle(t *testing.T) {
 		t.Fatalf("operations list: %s", body)
 	}
 }
+
+// TestProtectCLI: vault, default policy and protect through the CLI, which
+// names the missing roles with the commands that grant them.
+func TestProtectCLI(t *testing.T) {
+	s := startServer(t, "")
+	admin := s.token()
+	sub := newSubscription()
+	for _, g := range []string{"disks", "vaults", "snaps"} {
+		s.mustDo("PUT", "/subscriptions/"+sub+"/resourceGroups/"+g+"?api-version=2021-04-01", admin, `{"location":"westus"}`, 201)
+	}
+	disk := "/subscriptions/" + sub + "/resourceGroups/disks/providers/Microsoft.Compute/disks/db1"
+	s.createDisk(admin, disk, "westus", 1)
+	out, err := s.run("vault", "create", "backups", "-g", "vaults", "--subscription", sub, "--location", "westus")
+	if err != nil {
+		t.Fatalf("vault create: %v\n%s", err, out)
+	}
+	principal, _ := at(jsonOf(t, out), "identity", "principalId").(string)
+	if principal == "" {
+		t.Fatalf("no principal: %s", out)
+	}
+	if out, err := s.run("vault", "list", "--subscription", sub); err != nil || !strings.Contains(out, principal) {
+		t.Fatalf("vault list: %v\n%s", err, out)
+	}
+	out, err = s.run("policy", "create", "disk-default", "--vault", "backups", "-g", "vaults", "--subscription", sub, "--default-disk")
+	if err != nil || !strings.Contains(out, "R/2021-01-01T00:00:00+00:00/PT4H") || !strings.Contains(out, `"P7D"`) {
+		t.Fatalf("policy create: %v\n%s", err, out)
+	}
+	snaps := "/subscriptions/" + sub + "/resourceGroups/snaps"
+	args := []string{"protect", disk, "--vault", "backups", "-g", "vaults", "--subscription", sub, "--policy", "disk-default", "--snapshot-rg", snaps}
+	out, err = s.run(args...)
+	if err == nil {
+		t.Fatalf("protect without roles succeeded:\n%s", out)
+	}
+	for _, want := range []string{
+		`coffer role assign --role "Disk Backup Reader" --assignee ` + principal + ` --scope ` + disk,
+		`coffer role assign --role "Disk Snapshot Contributor" --assignee ` + principal + ` --scope ` + snaps,
+	} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("protect output lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = s.run(append(args, "--assign-roles")...)
+	if err != nil || !strings.Contains(out, "ProtectionConfigured") {
+		t.Fatalf("protect --assign-roles: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,414 @@
+package volume
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/coffer-backup/coffer/internal/errs"
+)
+
+const (
+	// SectorSize is the unit a volume's size must be a multiple of.
+	SectorSize = 512
+	// DefaultBlockSize is the change-tracking granularity; doc.go says why.
+	DefaultBlockSize = 64 << 10
+	// MaxSize bounds a volume (Azure's largest managed disk is 32 TiB).
+	MaxSize = 64 << 40
+
+	headerName    = "volume.json"
+	dataName      = "data"
+	formatName    = "coffer-volume"
+	formatVersion = 1
+)
+
+// Range is a byte range of a volume.
+type Range struct{ Off, Len int64 }
+
+// header is volume.json, the volume's identity. It changes only on Create
+// and Grow and is replaced atomically (write, fsync, rename, fsync dir).
+type header struct {
+	Format    string `json:"format"`
+	Version   int    `json:"version"`
+	Size      int64  `json:"size"`
+	BlockSize int64  `json:"blockSize"`
+}
+
+// Volume is a thin block device backed by a directory. ReadAt, WriteAt,
+// Zero, ZeroFill, Flush and the change-tracking calls are safe for
+// concurrent use; Close must not race with them.
+type Volume struct {
+	dir       string
+	data      *os.File
+	fd        int
+	size      atomic.Int64
+	blockSize int64
+	cbt       *tracker
+
+	growMu sync.Mutex
+	closed atomic.Bool
+}
+
+// Create makes a new empty volume of size bytes in dir, creating dir if
+// needed. It refuses a dir that already holds a volume.
+func Create(dir string, size int64) (*Volume, error) {
+	return create(dir, size, DefaultBlockSize)
+}
+
+// create takes the tracking block size so benchmarks can compare sizes.
+func create(dir string, size, blockSize int64) (*Volume, error) {
+	if err := checkSize(size); err != nil {
+		return nil, err
+	}
+	if blockSize < SectorSize || blockSize&(blockSize-1) != 0 {
+		return nil, errs.E(errs.Invalid, "InvalidBlockSize", "tracking block size %d is not a power of two >= 512", blockSize)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, headerName)); err == nil {
+		return nil, errs.E(errs.Conflict, "VolumeExists", "a volume already exists in %s", dir)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, dataName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	err = f.Truncate(size)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := createTracker(dir, blockSize, nblocksFor(size, blockSize)); err != nil {
+		return nil, err
+	}
+	// The header is written last: a directory without it is not a volume,
+	// so a crash during Create leaves nothing half-made that Open accepts.
+	if err := writeHeader(dir, header{Format: formatName, Version: formatVersion, Size: size, BlockSize: blockSize}); err != nil {
+		return nil, err
+	}
+	return Open(dir)
+}
+
+func checkSize(size int64) error {
+	if size <= 0 || size%SectorSize != 0 {
+		return errs.E(errs.Invalid, "InvalidVolumeSize", "volume size %d is not a positive multiple of %d", size, SectorSize)
+	}
+	if size > MaxSize {
+		return errs.E(errs.Invalid, "InvalidVolumeSize", "volume size %d exceeds the maximum %d", size, int64(MaxSize))
+	}
+	return nil
+}
+
+func nblocksFor(size, blockSize int64) int64 { return (size + blockSize - 1) / blockSize }
+
+// Open opens the volume in dir. Only one Volume may have a directory open at
+// a time, across processes; a second Open gets errs.Conflict.
+func Open(dir string) (_ *Volume, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, headerName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errs.E(errs.NotFound, "VolumeNotFound", "no volume in %s", dir).Wrap(err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var h header
+	if err := json.Unmarshal(b, &h); err != nil || h.Format != formatName {
+		return nil, errs.E(errs.Internal, "VolumeCorrupt", "bad volume header in %s", dir).Wrap(err)
+	}
+	if h.Version != formatVersion {
+		return nil, errs.E(errs.Internal, "VolumeVersion", "volume format version %d is not supported", h.Version)
+	}
+	if checkSize(h.Size) != nil || h.BlockSize < SectorSize || h.BlockSize&(h.BlockSize-1) != 0 {
+		return nil, errs.E(errs.Internal, "VolumeCorrupt", "bad size or block size in %s", dir)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, dataName), os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+		}
+	}()
+	fd := int(f.Fd())
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, errs.E(errs.Conflict, "VolumeInUse", "volume %s is open elsewhere", dir)
+		}
+		return nil, fmt.Errorf("lock volume: %w", err)
+	}
+	// The header is the authority on size: a crash inside Grow can leave the
+	// data file at either length.
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if fi.Size() != h.Size {
+		if err := f.Truncate(h.Size); err != nil {
+			return nil, err
+		}
+	}
+	cbt, err := openTracker(dir, h.BlockSize, nblocksFor(h.Size, h.BlockSize))
+	if err != nil {
+		return nil, err
+	}
+	v := &Volume{dir: dir, data: f, fd: fd, blockSize: h.BlockSize, cbt: cbt}
+	v.size.Store(h.Size)
+	return v, nil
+}
+
+// Close flushes the volume, marks its tracking state clean and releases it.
+func (v *Volume) Close() error {
+	if v.closed.Swap(true) {
+		return nil
+	}
+	err := v.Flush()
+	if cerr := v.cbt.close(); err == nil {
+		err = cerr
+	}
+	if cerr := v.data.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Size is the volume's size in bytes.
+func (v *Volume) Size() int64 { return v.size.Load() }
+
+// BlockSize is the change-tracking granularity in bytes.
+func (v *Volume) BlockSize() int64 { return v.blockSize }
+
+// ReadOnly reports false: a Volume is always writable. It exists so a Volume
+// is an nbd.Export; wrap it to export it read-only.
+func (v *Volume) ReadOnly() bool { return false }
+
+// checkRange refuses anything not wholly inside the volume. Unlike a file,
+// a disk has no short read at the end: a request past it is the caller's
+// mistake.
+func (v *Volume) checkRange(off, n int64) error {
+	if off < 0 || n < 0 || off > v.size.Load()-n {
+		return errs.E(errs.Invalid, "OutOfRange", "range [%d, +%d) is outside the volume of %d bytes", off, n, v.size.Load())
+	}
+	return nil
+}
+
+// ReadAt reads len(p) bytes at off. Unwritten ranges read as zeros.
+func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
+	if err := v.checkRange(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	n, err := v.data.ReadAt(p, off)
+	if err == io.EOF && n == len(p) {
+		err = nil
+	}
+	return n, err
+}
+
+// WriteAt writes p at off. The blocks are marked changed before the data is
+// written, so a crash can only leave the changed set larger than the truth.
+func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
+	if err := v.checkRange(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	e := v.cbt.enter()
+	v.cbt.mark(e, off, int64(len(p)))
+	n, err := v.data.WriteAt(p, off)
+	v.cbt.leave(e)
+	return n, err
+}
+
+// Zero makes [off, off+length) read as zeros and releases its space (punches
+// a hole). Partial filesystem blocks at the edges are zeroed in place.
+func (v *Volume) Zero(off, length int64) error {
+	return v.zero(off, length, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE)
+}
+
+// ZeroFill makes [off, off+length) read as zeros but keeps it allocated, for
+// a client that asks for no holes (NBD_CMD_FLAG_NO_HOLE).
+func (v *Volume) ZeroFill(off, length int64) error {
+	return v.zero(off, length, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE)
+}
+
+func (v *Volume) zero(off, length int64, mode uint32) error {
+	if err := v.checkRange(off, length); err != nil {
+		return err
+	}
+	if length == 0 {
+		return nil
+	}
+	e := v.cbt.enter()
+	defer v.cbt.leave(e)
+	v.cbt.mark(e, off, length)
+	err := unix.Fallocate(v.fd, mode, off, length)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		return v.writeZeros(off, length)
+	}
+	if err != nil {
+		return fmt.Errorf("zero volume range: %w", err)
+	}
+	return nil
+}
+
+// writeZeros is the fallback for filesystems without fallocate modes.
+func (v *Volume) writeZeros(off, length int64) error {
+	buf := make([]byte, min(length, 1<<20))
+	for length > 0 {
+		n := min(length, int64(len(buf)))
+		if _, err := v.data.WriteAt(buf[:n], off); err != nil {
+			return err
+		}
+		off, length = off+n, length-n
+	}
+	return nil
+}
+
+// Flush makes every completed write durable: data first, then the tracking
+// state.
+func (v *Volume) Flush() error {
+	if err := unix.Fdatasync(v.fd); err != nil {
+		return fmt.Errorf("sync volume data: %w", err)
+	}
+	return v.cbt.sync()
+}
+
+// Grow extends the volume to newSize. The new range reads as zeros and is
+// not marked changed: a reader of an increment knows the new size and that
+// unwritten space is zero. Shrinking is refused.
+func (v *Volume) Grow(newSize int64) error {
+	if err := checkSize(newSize); err != nil {
+		return err
+	}
+	v.growMu.Lock()
+	defer v.growMu.Unlock()
+	old := v.size.Load()
+	if newSize < old {
+		return errs.E(errs.Invalid, "VolumeShrinkRefused", "volume size %d is smaller than the current %d; volumes only grow", newSize, old)
+	}
+	if newSize == old {
+		return nil
+	}
+	// Order matters: tracking slots first so a writer that sees the new
+	// size finds room for its bits, then the data file, then the header
+	// (the commit point), then the size writers check against.
+	if err := v.cbt.grow(nblocksFor(newSize, v.blockSize)); err != nil {
+		return err
+	}
+	if err := v.data.Truncate(newSize); err != nil {
+		return err
+	}
+	if err := unix.Fsync(v.fd); err != nil {
+		return err
+	}
+	if err := writeHeader(v.dir, header{Format: formatName, Version: formatVersion, Size: newSize, BlockSize: v.blockSize}); err != nil {
+		return err
+	}
+	v.size.Store(newSize)
+	return nil
+}
+
+// Allocated returns the ranges of the volume that hold data, in order. A
+// range not listed reads as zeros. Ranges are as the filesystem reports them
+// (usually 4 KiB granular) and may include written zeros.
+func (v *Volume) Allocated() ([]Range, error) {
+	size := v.size.Load()
+	out := []Range{}
+	for off := int64(0); off < size; {
+		d, err := unix.Seek(v.fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("seek data: %w", err)
+		}
+		if d >= size {
+			break
+		}
+		h, err := unix.Seek(v.fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, fmt.Errorf("seek hole: %w", err)
+		}
+		h = min(h, size)
+		out = append(out, Range{Off: d, Len: h - d})
+		off = h
+	}
+	return out, nil
+}
+
+// Changed returns a copy of the set of tracking blocks written or zeroed
+// since the last committed cut (see SwapChanged). Bit i covers bytes
+// [i*BlockSize, (i+1)*BlockSize).
+func (v *Volume) Changed() *Bitmap { return v.cbt.changed() }
+
+// SwapChanged atomically ends the current change epoch and starts an empty
+// one. It returns the blocks changed since the last committed cut and the
+// number of the epoch it ended. A write that returned before SwapChanged was
+// called is in the returned set; a write that starts after it returns is
+// only in the new one; a write in flight during the call is in the returned
+// set, and SwapChanged returns only once it has completed.
+//
+// The returned bits stay durable on disk, and in Changed, until
+// CommitChanged(epoch): if the consumer (a snapshot) fails or the process
+// dies first, the next SwapChanged reports them again.
+func (v *Volume) SwapChanged() (*Bitmap, uint64, error) { return v.cbt.cut() }
+
+// CommitChanged tells the volume that the set returned for epoch has been
+// stored elsewhere and can be forgotten. Committing anything but the most
+// recent cut is errs.Conflict (the later cut already includes its bits).
+func (v *Volume) CommitChanged(epoch uint64) error { return v.cbt.commit(epoch) }
+
+// writeHeader replaces volume.json atomically and durably.
+func writeHeader(dir string, h header) error {
+	b, err := json.MarshalIndent(h, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, headerName+".tmp")
+	if err := writeFileSync(tmp, append(b, '\n')); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, headerName)); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func writeFileSync(name string, b []byte) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
