@@ -120,7 +120,7 @@ func testSeedReplay(t *testing.T, s *server) {
 	// linked how-tos create them.
 	h, body := s.mustDo("PUT", vault+dp, admin, `{"location":"westus","identity":{"type":"systemAssigned"},
 		"properties":{"storageSettings":[{"datastoreType":"VaultStore","type":"LocallyRedundant"}]}}`, 201)
-	if h.Get("Azure-AsyncOperation") == "" || h.Get("Location") == "" {
+	if h.Get("Azure-AsyncOperation") == "" || h.Get("Location") == "" || at(jsonOf(t, body), "properties", "provisioningState") != "Provisioning" {
 		t.Fatalf("vault PUT headers: %v", h)
 	}
 	s.poll(h.Get("Azure-AsyncOperation"), admin)
@@ -338,6 +338,9 @@ func TestProtectionLifecycle(t *testing.T) {
 	}
 	h, body := s.mustDo("PUT", vault+v26, admin, `{"location":"westus","identity":{"type":"SystemAssigned"},
 		"properties":{"securitySettings":{"softDeleteSettings":{"state":"On","retentionDurationInDays":14},"immutabilitySettings":{"state":"Disabled"}}}}`, 201)
+	if at(jsonOf(t, body), "identity", "type") != "SystemAssigned" {
+		t.Fatalf("vault PUT body: %s", body)
+	}
 	s.poll(h.Get("Azure-AsyncOperation"), admin)
 	_, body = s.mustDo("GET", vault+v26, admin, "", 200)
 	principal := at(jsonOf(t, body), "identity", "principalId").(string)
