@@ -280,3 +280,21 @@ func TestRoleCLI(t *testing.T) {
 		t.Fatalf("still listed after remove:\n%s", out)
 	}
 }
+
+// sdkRoleAssignments returns a function that grants a role through the
+// official armauthorization client.
+func (s *server) sdkRoleAssignments(sub, token string) (func(role, scope, principal string) error, error) {
+	cred, opts := s.sdk(token)
+	ra, err := armauthorization.NewRoleAssignmentsClient(sub, cred, opts)
+	if err != nil {
+		return nil, err
+	}
+	return func(role, scope, principal string) error {
+		_, err := ra.Create(context.Background(), scope, uuid.NewString(), armauthorization.RoleAssignmentCreateParameters{
+			Properties: &armauthorization.RoleAssignmentProperties{
+				RoleDefinitionID: to.Ptr(authorizationProvider + role), PrincipalID: to.Ptr(principal),
+				PrincipalType: to.Ptr(armauthorization.PrincipalTypeServicePrincipal),
+			}}, nil)
+		return err
+	}, nil
+}
