@@ -146,7 +146,7 @@ func (s *Service) put(ctx context.Context, r *arm.Request) (*arm.Response, error
 	if in.Location == nil || strings.TrimSpace(*in.Location) == "" {
 		return nil, errs.E(errs.Invalid, "LocationRequired", "The location property is required for this definition.").WithTarget("location")
 	}
-	if err := checkTags(in.Tags); err != nil {
+	if err := resources.CheckTags(in.Tags); err != nil {
 		return nil, err
 	}
 	var out record
@@ -345,7 +345,7 @@ func (s *Service) patch(ctx context.Context, r *arm.Request) (*arm.Response, err
 	if err := r.Decode(&in); err != nil {
 		return nil, err
 	}
-	if err := checkTags(in.Tags); err != nil {
+	if err := resources.CheckTags(in.Tags); err != nil {
 		return nil, err
 	}
 	var out record

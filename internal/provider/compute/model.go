@@ -225,23 +225,6 @@ func checkUploadSize(n int64) error {
 	return nil
 }
 
-func checkTags(tags *map[string]string) error {
-	if tags == nil {
-		return nil
-	}
-	if len(*tags) > 50 {
-		return errs.E(errs.Invalid, "InvalidTagCount", "A resource may carry at most 50 tags, not %d.", len(*tags)).WithTarget("tags")
-	}
-	for k, v := range *tags {
-		if k == "" || len(k) > 512 || strings.ContainsAny(k, "<>%&\\?/") {
-			return errs.E(errs.Invalid, "InvalidTagNameCharacters", "The tag name '%s' is empty, longer than 512 characters or has one of <>%%&\\?/.", k).WithTarget("tags")
-		}
-		if len(v) > 256 {
-			return errs.E(errs.Invalid, "InvalidTagValueLength", "The value of tag '%s' is longer than 256 characters.", k).WithTarget("tags")
-		}
-	}
-	return nil
-}
 
 // normalizeLocation lower-cases and drops spaces, as ARM echoes "West US"
 // back as "westus".

@@ -205,6 +205,9 @@ func (s *Service) putVault(ctx context.Context, r *arm.Request) (*arm.Response, 
 	if err := checkIdentity(in.Identity); err != nil {
 		return nil, err
 	}
+	if err := resources.CheckTags(&in.Tags); err != nil {
+		return nil, err
+	}
 	id := vaultID(sub, group, name)
 	var out Vault
 	var opID string

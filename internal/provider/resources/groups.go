@@ -153,7 +153,7 @@ func (s *Service) put(ctx context.Context, r *arm.Request) (*arm.Response, error
 	if in.Location == nil || strings.TrimSpace(*in.Location) == "" {
 		return nil, errs.E(errs.Invalid, "LocationRequired", "The location property is required for this definition.").WithTarget("location")
 	}
-	if err := checkTags(in.Tags); err != nil {
+	if err := CheckTags(in.Tags); err != nil {
 		return nil, err
 	}
 	var out Group
@@ -223,7 +223,9 @@ func normalizeLocation(l string) string {
 
 func sameLocation(a, b string) bool { return normalizeLocation(a) == normalizeLocation(b) }
 
-func checkTags(tags *map[string]string) error {
+// CheckTags applies ARM's tag rules (at most 50; names up to 512
+// characters without <>%&\\?/; values up to 256); every provider uses it.
+func CheckTags(tags *map[string]string) error {
 	if tags == nil {
 		return nil
 	}
@@ -264,7 +266,7 @@ func (s *Service) patch(ctx context.Context, r *arm.Request) (*arm.Response, err
 	if err := r.Decode(&in); err != nil {
 		return nil, err
 	}
-	if err := checkTags(in.Tags); err != nil {
+	if err := CheckTags(in.Tags); err != nil {
 		return nil, err
 	}
 	var out Group
