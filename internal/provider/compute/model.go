@@ -225,7 +225,6 @@ func checkUploadSize(n int64) error {
 	return nil
 }
 
-
 // normalizeLocation lower-cases and drops spaces, as ARM echoes "West US"
 // back as "westus".
 func normalizeLocation(l string) string {

@@ -399,7 +399,11 @@ type instanceOpInput struct {
 	Action     string `json:"action,omitempty"`
 }
 
-func (s *Service) deleteInstance(ctx context.Context, r *arm.Request) (*arm.Response, error) {
+// startOnInstance runs prepare on the addressed backup instance and, in the
+// same transaction, enqueues an operation of kind on it; it answers 202
+// with the location-scoped status and result URLs.
+func (s *Service) startOnInstance(ctx context.Context, r *arm.Request, kind, action string, retryAfter int,
+	prepare func(tx meta.Tx, bi *InstanceResource) error) (*arm.Response, error) {
 	vault := vaultOf(r)
 	id := vault + "/backupInstances/" + r.Param("backupInstanceName")
 	var opID, location string
@@ -413,25 +417,34 @@ func (s *Service) deleteInstance(ctx context.Context, r *arm.Request) (*arm.Resp
 		if err != nil {
 			return err
 		}
-		bi.Properties.ProvisioningState = "Deleting"
-		if _, err := s.save(ctx, tx, bi.ID, InstanceType, bi.Name, vault, bi); err != nil {
+		if err := prepare(tx, &bi); err != nil {
 			return err
 		}
-		_, opID, err = s.enqueue(ctx, tx, kindDeleteInstance, bi.ID, instanceOpInput{VaultID: vault, InstanceID: bi.ID})
+		_, opID, err = s.enqueue(ctx, tx, kind, bi.ID, instanceOpInput{VaultID: vault, InstanceID: bi.ID, Action: action})
 		return err
 	})
-	if errs.Is(err, errs.NotFound) {
-		if _, verr := s.loadVault(ctx, s.Store, vault); verr != nil {
-			return nil, verr
-		}
-		return arm.NoContent(), nil
-	}
 	if err != nil {
 		return nil, err
 	}
 	s.Ops.Wake()
 	sub := r.Param("subscriptionId")
-	return arm.Accepted(http.StatusAccepted, nil, statusURL(r, sub, location, opID), resultURL(r, sub, location, opID), 30), nil
+	return arm.Accepted(http.StatusAccepted, nil, statusURL(r, sub, location, opID), resultURL(r, sub, location, opID), retryAfter), nil
+}
+
+func (s *Service) deleteInstance(ctx context.Context, r *arm.Request) (*arm.Response, error) {
+	resp, err := s.startOnInstance(ctx, r, kindDeleteInstance, "", 30, func(tx meta.Tx, bi *InstanceResource) error {
+		bi.Properties.ProvisioningState = "Deleting"
+		_, err := s.save(ctx, tx, bi.ID, InstanceType, bi.Name, vaultOf(r), bi)
+		return err
+	})
+	if errs.Is(err, errs.NotFound) {
+		// Deleting what is not there succeeds, unless the vault is missing.
+		if _, verr := s.loadVault(ctx, s.Store, vaultOf(r)); verr != nil {
+			return nil, verr
+		}
+		return arm.NoContent(), nil
+	}
+	return resp, err
 }
 
 func (s *Service) runDeleteInstance(ctx context.Context, op meta.Operation) (any, error) {
@@ -462,14 +475,7 @@ func (s *Service) instanceOperationResult(ctx context.Context, r *arm.Request) (
 	if err != nil {
 		return nil, err
 	}
-	switch op.Status {
-	case meta.StatusInProgress:
-		return pending(r, r.Link(vaultOf(r)+"/operationStatus/"+r.Param("operationId"))), nil
-	case meta.StatusSucceeded:
-		return s.getInstance(ctx, r)
-	default:
-		return nil, opsError(op)
-	}
+	return resultOr(r, op, func() (*arm.Response, error) { return s.getInstance(ctx, r) })
 }
 
 // stateAction is a protection state change.
@@ -511,31 +517,9 @@ func (s *Service) changeState(a stateAction) arm.HandlerFunc {
 		if len(strings.TrimSpace(string(r.Body))) > 0 && !json.Valid(r.Body) {
 			return nil, invalid("InvalidRequestContent", "", "The request content is not valid JSON.")
 		}
-		vault := vaultOf(r)
-		id := vault + "/backupInstances/" + r.Param("backupInstanceName")
-		var opID, location string
-		err := s.Store.InTx(ctx, func(tx meta.Tx) error {
-			v, err := s.loadVault(ctx, tx, vault)
-			if err != nil {
-				return err
-			}
-			location = v.Location
-			bi, err := s.loadInstance(ctx, tx, id)
-			if err != nil {
-				return err
-			}
-			if err := a.allowedFrom(bi.Properties.CurrentProtectionState); err != nil {
-				return err
-			}
-			_, opID, err = s.enqueue(ctx, tx, kindChangeState, bi.ID, instanceOpInput{VaultID: vault, InstanceID: bi.ID, Action: a.name})
-			return err
+		return s.startOnInstance(ctx, r, kindChangeState, a.name, 10, func(_ meta.Tx, bi *InstanceResource) error {
+			return a.allowedFrom(bi.Properties.CurrentProtectionState)
 		})
-		if err != nil {
-			return nil, err
-		}
-		s.Ops.Wake()
-		sub := r.Param("subscriptionId")
-		return arm.Accepted(http.StatusAccepted, nil, statusURL(r, sub, location, opID), resultURL(r, sub, location, opID), 10), nil
 	}
 }
 

@@ -161,6 +161,20 @@ func pending(r *arm.Request, asyncURL string) *arm.Response {
 
 func opsError(op meta.Operation) error { return ops.DecodeError(op.Error) }
 
+// resultOr answers a vault- or instance-scoped result URL: 202 while op
+// runs, done's answer (the resource as it is now) once it succeeded, its
+// error if it failed.
+func resultOr(r *arm.Request, op meta.Operation, done func() (*arm.Response, error)) (*arm.Response, error) {
+	switch op.Status {
+	case meta.StatusInProgress:
+		return pending(r, r.Link(vaultOf(r)+"/operationStatus/"+r.Param("operationId"))), nil
+	case meta.StatusSucceeded:
+		return done()
+	default:
+		return nil, opsError(op)
+	}
+}
+
 func (s *Service) operationResult(ctx context.Context, r *arm.Request) (*arm.Response, error) {
 	op, err := s.lookupOperation(ctx, r)
 	if err != nil {

@@ -446,12 +446,5 @@ func (s *Service) vaultOperationResult(ctx context.Context, r *arm.Request) (*ar
 	if err != nil {
 		return nil, err
 	}
-	switch op.Status {
-	case meta.StatusInProgress:
-		return pending(r, r.Link(vaultOf(r)+"/operationStatus/"+r.Param("operationId"))), nil
-	case meta.StatusSucceeded:
-		return s.getVault(ctx, r)
-	default:
-		return nil, opsError(op)
-	}
+	return resultOr(r, op, func() (*arm.Response, error) { return s.getVault(ctx, r) })
 }
