@@ -55,6 +55,10 @@ type Volume struct {
 
 	growMu sync.Mutex
 	closed atomic.Bool
+
+	// frozen is the live point-in-time view, nil when none (snapshot.go).
+	frozen atomic.Pointer[Snapshot]
+	snapMu sync.Mutex
 }
 
 // Create makes a new empty volume of size bytes in dir, creating dir if
@@ -163,6 +167,11 @@ func Open(dir string) (_ *Volume, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// A snapshot does not outlive its process: drop a crashed one's
+	// pre-images. Its changes were never committed, so none are lost.
+	if err := os.Remove(filepath.Join(dir, cowName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
 	v := &Volume{dir: dir, data: f, fd: fd, blockSize: h.BlockSize, cbt: cbt}
 	v.size.Store(h.Size)
 	return v, nil
@@ -172,6 +181,9 @@ func Open(dir string) (_ *Volume, err error) {
 func (v *Volume) Close() error {
 	if v.closed.Swap(true) {
 		return nil
+	}
+	if s := v.frozen.Load(); s != nil {
+		s.Release()
 	}
 	err := v.Flush()
 	if cerr := v.cbt.close(); err == nil {
@@ -225,10 +237,14 @@ func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 		return 0, nil
 	}
 	e := v.cbt.enter()
+	defer v.cbt.leave(e)
+	if s := v.frozen.Load(); s != nil {
+		if err := s.preserve(off, int64(len(p))); err != nil {
+			return 0, err
+		}
+	}
 	v.cbt.mark(e, off, int64(len(p)))
-	n, err := v.data.WriteAt(p, off)
-	v.cbt.leave(e)
-	return n, err
+	return v.data.WriteAt(p, off)
 }
 
 // Zero makes [off, off+length) read as zeros and releases its space (punches
@@ -252,6 +268,11 @@ func (v *Volume) zero(off, length int64, mode uint32) error {
 	}
 	e := v.cbt.enter()
 	defer v.cbt.leave(e)
+	if s := v.frozen.Load(); s != nil {
+		if err := s.preserve(off, length); err != nil {
+			return err
+		}
+	}
 	v.cbt.mark(e, off, length)
 	err := unix.Fallocate(v.fd, mode, off, length)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
