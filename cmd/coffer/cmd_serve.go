@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/spf13/cobra"
@@ -50,6 +51,9 @@ several coffer processes can share it.`,
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS private key for --tls-cert")
 	f.StringVar(&cfg.OIDCIssuer, "oidc-issuer", "", "also accept tokens from this OIDC issuer (Entra ID, Keycloak)")
 	f.StringSliceVar(&cfg.Audiences, "audience", nil, "extra accepted token audiences (https://management.azure.com/ and the endpoint are always accepted)")
+	f.DurationVar(&cfg.GCInterval, "gc-interval", time.Hour, "how often chunks no snapshot uses are deleted (0: never)")
+	f.DurationVar(&cfg.GCGrace, "gc-grace", time.Hour, "how old an unused chunk must be before garbage collection deletes it")
+	f.DurationVar(&cfg.VerifyInterval, "verify-interval", 24*time.Hour, "how often every stored chunk is read back and checked (0: never)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&cfg.OperationDelay, "debug-operation-delay", 0, "delay every operation attempt (fault injection for crash tests)")
 	f.MarkHidden("debug-operation-delay")

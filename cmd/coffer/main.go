@@ -38,6 +38,6 @@ Then, in another shell, act as the bootstrap administrator:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newTokenCmd(), newRoleCmd(), newVaultCmd(), newPolicyCmd(), newProtectCmd(), newDiskCmd())
+	root.AddCommand(newServeCmd(), newTokenCmd(), newRoleCmd(), newVaultCmd(), newPolicyCmd(), newProtectCmd(), newDiskCmd(), newVerifyCmd())
 	return root
 }

@@ -37,6 +37,7 @@ const (
 	NodeFile     = "node-id"   // this node's id, the owner of its operation leases
 	DBFile       = "coffer.db" // the default SQLite store
 	BlobDir      = "blobs"     // the default chunk store
+	BlobURLFile  = "blob-url"  // the --blob serve uses, for coffer verify
 )
 
 // ID returns the GUID kept in file, creating it on first use.

@@ -16,6 +16,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/arm"
 	"github.com/coffer-backup/coffer/internal/auth"
 	"github.com/coffer-backup/coffer/internal/blobapi"
+	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/clock"
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/meta"
@@ -24,6 +25,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/provider/compute"
 	"github.com/coffer-backup/coffer/internal/provider/dataprotection"
 	"github.com/coffer-backup/coffer/internal/provider/resources"
+	"github.com/coffer-backup/coffer/internal/snapshot"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -43,8 +45,12 @@ type Config struct {
 	// OperationDelay delays every operation attempt (fault injection for
 	// crash tests; hidden flag).
 	OperationDelay time.Duration
-	Logger         *slog.Logger
-	Clock          clock.Clock
+	// GCInterval is how often unreferenced chunks are collected, GCGrace
+	// how old an unreferenced chunk must be to go; VerifyInterval how often
+	// every referenced chunk is read back and checked.
+	GCInterval, GCGrace, VerifyInterval time.Duration
+	Logger                              *slog.Logger
+	Clock                               clock.Clock
 }
 
 // Run serves until ctx ends, then shuts down gracefully within 10 s.
@@ -138,9 +144,18 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	volumes := compute.NewVolumes(dir.Path(VolumeDir))
 	defer volumes.Close()
+	chunks, err := chunk.Open(ctx, cfg.BlobURL, string(dir), chunk.Options{})
+	if err != nil {
+		return fmt.Errorf("chunk store: %w", err)
+	}
+	defer chunks.Close()
+	if err := os.WriteFile(dir.Path(BlobURLFile), []byte(cfg.BlobURL+"\n"), 0o600); err != nil {
+		return err
+	}
+	inflight := snapshot.NewInFlight()
 	router := arm.NewRouter(verifier, authz, log, observe)
 	disks := &compute.Service{Store: store, Ops: runner, Clock: cfg.Clock, Volumes: volumes,
-		Signer: blobapi.Signer{Key: sasKey, Clock: cfg.Clock}}
+		Signer: blobapi.Signer{Key: sasKey, Clock: cfg.Clock}, Chunks: chunks, InFlight: inflight, Permissions: authz}
 	groups := &resources.Service{Store: store, Ops: runner, Clock: cfg.Clock, Cascades: []resources.Cascade{disks}}
 	groups.Routes(router)
 	authz.Routes(router)
@@ -177,6 +192,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := runner.Start(runCtx); err != nil {
 		return err
 	}
+	maintenance := &Maintenance{Chunks: chunks, InFlight: inflight, Clock: cfg.Clock, Log: log.With("component", "maintenance"),
+		GCInterval: cfg.GCInterval, GCGrace: cfg.GCGrace, VerifyInterval: cfg.VerifyInterval}
+	go maintenance.Run(runCtx)
 	srv := &http.Server{
 		Handler:           mux,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},

@@ -46,32 +46,15 @@ type AccessURI struct {
 
 func (s *Service) beginGetAccess(ctx context.Context, r *arm.Request) (*arm.Response, error) {
 	sub, group, name := r.Param("subscriptionId"), r.Param("resourceGroupName"), r.Param("diskName")
-	var in grantInput
-	if err := r.Decode(&in); err != nil {
+	write, expires, err := s.parseGrant(r)
+	if err != nil {
 		return nil, err
-	}
-	var write bool
-	switch {
-	case in.Access == nil:
-		return nil, invalid("access", "Required parameter 'access' is missing (null): give 'Read' or 'Write'.")
-	case strings.EqualFold(*in.Access, "Read"):
-	case strings.EqualFold(*in.Access, "Write"):
-		write = true
-	default:
-		return nil, invalid("access", "The value '%s' of access is not supported: give 'Read' or 'Write'.", *in.Access)
-	}
-	if in.DurationInSeconds == nil {
-		return nil, invalid("durationInSeconds", "Required parameter 'durationInSeconds' is missing (null).")
-	}
-	if d := *in.DurationInSeconds; d < 1 || d > maxAccessSeconds {
-		return nil, invalid("durationInSeconds", "The value %d of durationInSeconds is out of range: 1 to %d seconds.", d, maxAccessSeconds)
 	}
 	accessID, err := blobapi.NewAccessID()
 	if err != nil {
 		return nil, err
 	}
-	g := grantOp{AccessID: accessID, Write: write, Base: r.BaseURL,
-		Expires: s.Clock.Now().Add(time.Duration(*in.DurationInSeconds) * time.Second).UTC().Truncate(time.Second)}
+	g := grantOp{AccessID: accessID, Write: write, Base: r.BaseURL, Expires: expires}
 	var rec record
 	var op meta.Operation
 	err = s.Store.InTx(ctx, func(tx meta.Tx) error {
@@ -111,6 +94,30 @@ func (s *Service) beginGetAccess(ctx context.Context, r *arm.Request) (*arm.Resp
 	}
 	s.Ops.Wake()
 	return accepted(r, http.StatusAccepted, nil, rec.Location, op), nil
+}
+
+// parseGrant reads GrantAccessData: the access asked for and when it ends.
+func (s *Service) parseGrant(r *arm.Request) (write bool, expires time.Time, err error) {
+	var in grantInput
+	if err := r.Decode(&in); err != nil {
+		return false, time.Time{}, err
+	}
+	switch {
+	case in.Access == nil:
+		return false, time.Time{}, invalid("access", "Required parameter 'access' is missing (null): give 'Read' or 'Write'.")
+	case strings.EqualFold(*in.Access, "Read"):
+	case strings.EqualFold(*in.Access, "Write"):
+		write = true
+	default:
+		return false, time.Time{}, invalid("access", "The value '%s' of access is not supported: give 'Read' or 'Write'.", *in.Access)
+	}
+	if in.DurationInSeconds == nil {
+		return false, time.Time{}, invalid("durationInSeconds", "Required parameter 'durationInSeconds' is missing (null).")
+	}
+	if d := *in.DurationInSeconds; d < 1 || d > maxAccessSeconds {
+		return false, time.Time{}, invalid("durationInSeconds", "The value %d of durationInSeconds is out of range: 1 to %d seconds.", d, maxAccessSeconds)
+	}
+	return write, s.Clock.Now().Add(time.Duration(*in.DurationInSeconds) * time.Second).UTC().Truncate(time.Second), nil
 }
 
 // runGrant returns the SAS of a grant that is still live.
@@ -164,6 +171,9 @@ func (s *Service) endGetAccess(ctx context.Context, r *arm.Request) (*arm.Respon
 // Lookup is the blobapi.Lookup of disk SAS URLs: the grant must still be
 // the disk's live access. It hands out the disk's shared volume.
 func (s *Service) Lookup(ctx context.Context, g blobapi.Grant) (blobapi.Disk, func(), error) {
+	if strings.Contains(strings.ToLower(g.ResourceID), "/providers/microsoft.compute/snapshots/") {
+		return s.lookupSnapshot(ctx, g)
+	}
 	revoked := errs.E(errs.Forbidden, "AccessRevoked", "The access has been revoked or the disk no longer exists.")
 	res, err := s.Store.GetResource(ctx, g.ResourceID)
 	if errs.Is(err, errs.NotFound) {

@@ -3,6 +3,8 @@ package compute
 import (
 	"context"
 	"encoding/json"
+	"github.com/coffer-backup/coffer/internal/chunk"
+	"github.com/coffer-backup/coffer/internal/snapshot"
 	"net/http"
 	"net/url"
 	"strings"
@@ -45,6 +47,15 @@ type Service struct {
 	// Signer issues the SAS URLs of beginGetAccess; blobapi checks them
 	// with the same key.
 	Signer blobapi.Signer
+	// Chunks keeps snapshots; InFlight protects what uploads and restores
+	// are using from the garbage collector of the same store.
+	Chunks   *chunk.Store
+	InFlight *snapshot.InFlight
+	// Permissions checks rights beyond the route's own action (reading
+	// the source disk of a snapshot).
+	Permissions arm.Authorizer
+
+	frozen frozenSet
 }
 
 var _ resources.Cascade = (*Service)(nil)
@@ -71,6 +82,7 @@ func (s *Service) Routes(r *arm.Router) {
 		Versions: Versions, Action: read, Handler: s.listBySubscription})
 	r.Handle(arm.Route{Method: http.MethodGet, Pattern: "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}/operations/{operationId}",
 		Versions: Versions, Action: "Microsoft.Compute/locations/operations/read", Handler: s.operation})
+	s.snapshotRoutes(r)
 	s.Ops.Register(kindProvision, s.runProvision)
 	s.Ops.Register(kindDelete, s.runDelete)
 	s.Ops.Register(kindGrant, s.runGrant)
@@ -182,7 +194,11 @@ func (s *Service) put(ctx context.Context, r *arm.Request) (*arm.Response, error
 				return err
 			}
 		case errs.Is(err, errs.NotFound):
-			out, err = s.newDisk(sub, group, name, in)
+			if isCopy(in) {
+				out, err = s.newDiskFromSnapshot(ctx, tx, r, sub, group, name, in)
+			} else {
+				out, err = s.newDisk(sub, group, name, in)
+			}
 			if err != nil {
 				return err
 			}
@@ -484,6 +500,14 @@ func (s *Service) runProvision(ctx context.Context, op meta.Operation) (any, err
 	if err := s.Volumes.Ensure(rec.Properties.UniqueID, ensured); err != nil {
 		return nil, err
 	}
+	// A disk made from a snapshot gets its bytes before it is usable; a
+	// rerun after a crash writes them again, which is harmless because
+	// nobody can write to the disk before it is Succeeded.
+	if rec.RestoreFrom != "" {
+		if err := s.restore(ctx, rec.Properties.UniqueID, rec.RestoreFrom); err != nil {
+			return nil, err
+		}
+	}
 	// A delete (of the disk or its group) that ran while the volume was
 	// being made found nothing to remove; the volume is ours to remove.
 	orphan := false
@@ -510,6 +534,7 @@ func (s *Service) runProvision(ctx context.Context, op meta.Operation) (any, err
 			return nil
 		}
 		rec.Properties.ProvisioningState = provisioningSucceeded
+		rec.RestoreFrom = ""
 		_, err = s.save(ctx, tx, res.Subscription, res.ResourceGroup, rec)
 		return err
 	})

@@ -87,6 +87,7 @@ type CreationData struct {
 	CreateOption     string `json:"createOption"`
 	UploadSizeBytes  int64  `json:"uploadSizeBytes,omitempty"`
 	SourceResourceID string `json:"sourceResourceId,omitempty"`
+	SourceUniqueID   string `json:"sourceUniqueId,omitempty"`
 }
 
 // Encryption is always platform-managed keys on coffer.
@@ -103,6 +104,15 @@ type record struct {
 	// RestState is the state the disk returns to when its access ends
 	// (Unattached, or ReadyToUpload while an Upload disk waits for bytes).
 	RestState string `json:"cofferRestState,omitempty"`
+	// Family is the incrementalSnapshotFamilyId its snapshots share; a
+	// disk recreated under the same name starts a new family.
+	Family string `json:"cofferSnapshotFamily,omitempty"`
+	// ChangeBase is the index of the snapshot the volume's change set is
+	// relative to: the previous snapshot of an incremental one.
+	ChangeBase string `json:"cofferChangeBase,omitempty"`
+	// RestoreFrom is the snapshot index a disk created by Copy is filled
+	// from, until its provisioning has done so.
+	RestoreFrom string `json:"cofferRestoreFrom,omitempty"`
 }
 
 // access is one grant of SAS access.

@@ -1,0 +1,84 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/coffer-backup/coffer/internal/chunk"
+	"github.com/coffer-backup/coffer/internal/clock"
+	"github.com/coffer-backup/coffer/internal/snapshot"
+)
+
+// Maintenance runs the chunk store's background work: garbage collection
+// of chunks no snapshot uses, and a periodic verify that reads back every
+// referenced chunk. Both run in the serving process, whose uploads and
+// restores share InFlight with the collector.
+type Maintenance struct {
+	Chunks         *chunk.Store
+	InFlight       *snapshot.InFlight
+	Clock          clock.Clock
+	Log            *slog.Logger
+	GCInterval     time.Duration // 0: never
+	GCGrace        time.Duration // 0: snapshot.DefaultGrace; negative: none
+	VerifyInterval time.Duration // 0: never
+
+	gcMu sync.Mutex
+}
+
+// Run works until ctx ends.
+func (m *Maintenance) Run(ctx context.Context) {
+	var gcTick, verifyTick <-chan time.Time
+	if m.GCInterval > 0 {
+		t := time.NewTicker(m.GCInterval)
+		defer t.Stop()
+		gcTick = t.C
+	}
+	if m.VerifyInterval > 0 {
+		t := time.NewTicker(m.VerifyInterval)
+		defer t.Stop()
+		verifyTick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-gcTick:
+			m.CollectGarbage(ctx)
+		case <-verifyTick:
+			m.Verify(ctx)
+		}
+	}
+}
+
+// CollectGarbage runs one collection and logs what it freed.
+func (m *Maintenance) CollectGarbage(ctx context.Context) (snapshot.GCStats, error) {
+	m.gcMu.Lock()
+	defer m.gcMu.Unlock()
+	// A zero GCGrace is the collector's default; a negative one, none.
+	c := snapshot.NewCollector(m.Chunks, m.InFlight, snapshot.CollectorOptions{Grace: m.GCGrace, Clock: m.Clock})
+	stats, err := c.Run(ctx)
+	if err != nil {
+		m.Log.Error("garbage collection", "err", err)
+		return stats, err
+	}
+	m.Log.Info("garbage collection", "stats", stats)
+	return stats, nil
+}
+
+// Verify reads back every referenced chunk and logs any damage with the
+// snapshots it breaks.
+func (m *Maintenance) Verify(ctx context.Context) (snapshot.Report, error) {
+	rep, err := snapshot.Verify(ctx, m.Chunks, snapshot.VerifyOptions{})
+	if err != nil {
+		m.Log.Error("verify", "err", err)
+		return rep, err
+	}
+	if !rep.OK() {
+		m.Log.Error("verify found damage", "bad_chunks", len(rep.Bad), "bad_indexes", len(rep.BadIndexes))
+	} else {
+		m.Log.Info("verify", "checked", rep.Checked)
+	}
+	return rep, nil
+}

@@ -1,0 +1,216 @@
+package snapshot
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/coffer-backup/coffer/internal/chunk"
+	"github.com/coffer-backup/coffer/internal/clock"
+	"github.com/coffer-backup/coffer/internal/errs"
+)
+
+// DefaultGrace is how old an unreferenced chunk must be before GC deletes
+// it. It covers uploads in other processes that have written chunks and
+// not yet their index (doc.go, "Limits"); in-process uploads are covered by
+// InFlight whatever the grace.
+const DefaultGrace = time.Hour
+
+// IndexLister reads the snapshots of a store; *chunk.Store is one.
+type IndexLister interface {
+	// ListIndexes: chunk.Indexes.ListIndexes.
+	ListIndexes(ctx context.Context, prefix string) ([]string, error)
+	// GetIndex: chunk.Indexes.GetIndex.
+	GetIndex(ctx context.Context, name string) (chunk.Index, error)
+}
+
+// GCStore is what a Collector needs; *chunk.Store is one.
+type GCStore interface {
+	IndexLister
+	// List and Delete: chunk.Sweeper.
+	chunk.Sweeper
+}
+
+var _ GCStore = (*chunk.Store)(nil)
+
+// CollectorOptions tune a Collector.
+type CollectorOptions struct {
+	// Roots returns indexes that are not in the store but whose chunks
+	// must stay: disks still hydrating from a snapshot, say. Called after
+	// the store's indexes are listed.
+	Roots func(ctx context.Context) ([]chunk.Index, error)
+	// Grace defaults to DefaultGrace; negative means none (tests).
+	Grace time.Duration
+	// Clock tells GC what "old" is; default clock.Real. ModTime comes
+	// from the backend, so the two should agree.
+	Clock clock.Clock
+	// Workers is how many Deletes run at once; default 8.
+	Workers int
+}
+
+// Collector is the garbage collector of one chunk store: it deletes the
+// chunks no snapshot, root or in-flight upload names. Run it on one node
+// only, in the process whose uploads share its InFlight (doc.go).
+type Collector struct {
+	store    GCStore
+	inflight *InFlight
+	opts     CollectorOptions
+	running  sync.Mutex
+}
+
+// GCStats counts what a Run did.
+type GCStats struct {
+	Indexes      int   // indexes marked from
+	Roots        int   // root indexes marked from
+	Marked       int   // distinct digests referenced
+	Chunks       int   // stored chunks listed
+	StoredBytes  int64 // their total object size
+	Young        int   // unreferenced but younger than the grace period: kept
+	InFlight     int   // unreferenced but held by an upload: kept
+	Deleted      int   // chunks deleted
+	DeletedBytes int64 // their object sizes
+}
+
+// NewCollector returns a Collector of store. inflight must be the registry
+// the uploads to store use; nil only when no upload runs meanwhile (an
+// offline GC).
+func NewCollector(store GCStore, inflight *InFlight, opts CollectorOptions) *Collector {
+	if inflight == nil {
+		inflight = NewInFlight()
+	}
+	if opts.Grace == 0 {
+		opts.Grace = DefaultGrace
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 8
+	}
+	return &Collector{store: store, inflight: inflight, opts: opts}
+}
+
+// Run collects once: mark every digest of every index and root, then
+// delete every other chunk older than the grace period that no upload
+// holds. A Run that fails or is killed has deleted only unreferenced
+// chunks; running again finishes. Concurrent Runs of one Collector are
+// errs.Conflict "GCRunning".
+func (c *Collector) Run(ctx context.Context) (GCStats, error) {
+	if !c.running.TryLock() {
+		return GCStats{}, errs.E(errs.Conflict, "GCRunning", "garbage collection is already running")
+	}
+	defer c.running.Unlock()
+	var st GCStats
+
+	// Before listing: a lease released from now on may belong to an index
+	// the listing below misses.
+	c.inflight.beginCollection()
+	defer c.inflight.endCollection()
+	cutoff := c.opts.Clock.Now()
+	if c.opts.Grace > 0 {
+		cutoff = cutoff.Add(-c.opts.Grace)
+	}
+
+	marked := map[chunk.Digest]struct{}{}
+	names, err := c.store.ListIndexes(ctx, "")
+	if err != nil {
+		return st, err
+	}
+	for _, name := range names {
+		idx, err := c.store.GetIndex(ctx, name)
+		if errs.Is(err, errs.NotFound) {
+			continue // deleted since the listing: its chunks are fair game
+		}
+		if err != nil {
+			// An unreadable index still protects nothing we can name;
+			// sweeping anyway could delete what it references. Stop.
+			return st, err
+		}
+		st.Indexes++
+		mark(marked, idx)
+	}
+	if c.opts.Roots != nil {
+		roots, err := c.opts.Roots(ctx)
+		if err != nil {
+			return st, err
+		}
+		for _, idx := range roots {
+			st.Roots++
+			mark(marked, idx)
+		}
+	}
+	st.Marked = len(marked)
+
+	var garbage []chunk.Info
+	err = c.store.List(ctx, func(info chunk.Info) error {
+		st.Chunks++
+		st.StoredBytes += info.Stored
+		if _, ok := marked[info.Digest]; ok {
+			return nil
+		}
+		if !info.ModTime.Before(cutoff) {
+			st.Young++
+			return nil
+		}
+		garbage = append(garbage, info)
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	marked = nil // the sweep needs only the garbage list
+
+	var deleted, deletedBytes, held atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.opts.Workers)
+	for _, info := range garbage {
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			if !c.inflight.claim(info.Digest) {
+				held.Add(1)
+				return nil
+			}
+			defer c.inflight.unclaim(info.Digest)
+			if err := c.store.Delete(gctx, info.Digest); err != nil {
+				return err
+			}
+			deleted.Add(1)
+			deletedBytes.Add(info.Stored)
+			return nil
+		})
+	}
+	err = g.Wait()
+	if err == nil {
+		err = ctx.Err()
+	}
+	st.Deleted, st.DeletedBytes, st.InFlight = int(deleted.Load()), deletedBytes.Load(), int(held.Load())
+	return st, err
+}
+
+func mark(marked map[chunk.Digest]struct{}, idx chunk.Index) {
+	for _, d := range idx.Digests {
+		if !d.IsZero() {
+			marked[d] = struct{}{}
+		}
+	}
+}
+
+// IndexDeleter removes snapshots; *chunk.Store is one.
+type IndexDeleter interface {
+	// DeleteIndex: chunk.Indexes.DeleteIndex.
+	DeleteIndex(ctx context.Context, name string) error
+}
+
+var _ IndexDeleter = (*chunk.Store)(nil)
+
+// DeleteSnapshot deletes snapshot name: its index only. Its chunks are
+// freed by the next GC that finds no other snapshot, root or upload using
+// them. Deleting an absent snapshot is not an error.
+func DeleteSnapshot(ctx context.Context, store IndexDeleter, name string) error {
+	return store.DeleteIndex(ctx, name)
+}

@@ -1,0 +1,293 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
+)
+
+// writeImage makes a sparse image of size with random data at the given
+// ranges and returns its path.
+func writeImage(t *testing.T, dir, name string, size int64, data map[int64]int64) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	for off, n := range data {
+		if _, err := f.WriteAt(randomBytes(t, int(n)), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return path
+}
+
+func cmpFiles(t *testing.T, a, b string) {
+	t.Helper()
+	if out, err := exec.Command("cmp", a, b).CombinedOutput(); err != nil {
+		t.Fatalf("cmp %s %s: %v\n%s", filepath.Base(a), filepath.Base(b), err, out)
+	}
+}
+
+func chunkObjects(t *testing.T, dataDir string) int {
+	t.Helper()
+	n := 0
+	filepath.WalkDir(filepath.Join(dataDir, "blobs", "chunks"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() && !strings.HasSuffix(path, ".tmp") {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+// TestSnapshotsSDK: incremental snapshots of a disk through the official
+// armcompute client, disks made from them byte-identical, the changed-block
+// list between two snapshots, deletion and garbage collection, verify.
+func TestSnapshotsSDK(t *testing.T) {
+	s := startServer(t, "", "--gc-interval", "300ms", "--gc-grace", "-1s")
+	ctx := context.Background()
+	admin := s.token()
+	sub := newSubscription()
+	s.createGroup(admin, sub, "disks")
+	s.createGroup(admin, sub, "snaps")
+	dir := t.TempDir()
+	const size = 48 * mib
+	img := writeImage(t, dir, "a.raw", size, map[int64]int64{0: 3 * mib, 9*mib + 4096: 70000, 30 * mib: 5 * mib})
+	if out, err := s.run("disk", "import", img, "-g", "disks", "--name", "src", "--subscription", sub); err != nil {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	diskID := "/subscriptions/" + sub + "/resourceGroups/disks/providers/Microsoft.Compute/disks/src"
+	cred, opts := s.sdk(admin)
+	snaps, err := armcompute.NewSnapshotsClient(sub, cred, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disks, _ := armcompute.NewDisksClient(sub, cred, opts)
+	take := func(name string, incremental bool) armcompute.Snapshot {
+		t.Helper()
+		p, err := snaps.BeginCreateOrUpdate(ctx, "snaps", name, armcompute.Snapshot{
+			Location: to.Ptr("westus"),
+			Properties: &armcompute.SnapshotProperties{
+				CreationData: &armcompute.CreationData{CreateOption: to.Ptr(armcompute.DiskCreateOptionCopy), SourceResourceID: to.Ptr(diskID)},
+				Incremental:  to.Ptr(incremental),
+			},
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := p.PollUntilDone(ctx, fastPoll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Snapshot
+	}
+	first := take("snap1", true)
+	src, err := disks.Get(ctx, "disks", "src", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := first.Properties
+	if !*p.Incremental || p.IncrementalSnapshotFamilyID == nil || *p.CreationData.SourceUniqueID != *src.Properties.UniqueID ||
+		*p.CreationData.SourceResourceID != diskID || *p.CompletionPercent != 100 || *p.DiskSizeBytes != size ||
+		*p.ProvisioningState != "Succeeded" || p.TimeCreated == nil {
+		t.Fatalf("snapshot: %+v", p)
+	}
+	full := take("full1", false)
+	if *full.Properties.Incremental || full.Properties.IncrementalSnapshotFamilyID != nil {
+		t.Fatalf("full snapshot: %+v", full.Properties)
+	}
+
+	// A disk made from the snapshot equals the source byte for byte.
+	restore := func(disk, snap string) string {
+		t.Helper()
+		p, err := disks.BeginCreateOrUpdate(ctx, "disks", disk, armcompute.Disk{
+			Location: to.Ptr("westus"),
+			Properties: &armcompute.DiskProperties{CreationData: &armcompute.CreationData{
+				CreateOption: to.Ptr(armcompute.DiskCreateOptionCopy), SourceResourceID: to.Ptr("/subscriptions/" + sub + "/resourceGroups/snaps/providers/Microsoft.Compute/snapshots/" + snap)}},
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := p.PollUntilDone(ctx, fastPoll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *d.Properties.CreationData.CreateOption != armcompute.DiskCreateOptionCopy || *d.Properties.DiskSizeBytes != size {
+			t.Fatalf("restored disk: %+v", d.Properties)
+		}
+		out := filepath.Join(dir, disk+".raw")
+		if o, err := s.run("disk", "export", "/subscriptions/"+sub+"/resourceGroups/disks/providers/Microsoft.Compute/disks/"+disk, out); err != nil {
+			t.Fatalf("export: %v\n%s", err, o)
+		}
+		return out
+	}
+	cmpFiles(t, img, restore("from-snap1", "snap1"))
+	cmpFiles(t, img, restore("from-full1", "full1"))
+
+	// A second image of the same size, changed in a few places, is
+	// uploaded as another disk; snapshots of each disk form their own family.
+	if _, err := snaps.BeginCreateOrUpdate(ctx, "snaps", "bad", armcompute.Snapshot{Location: to.Ptr("eastus"),
+		Properties: &armcompute.SnapshotProperties{CreationData: &armcompute.CreationData{CreateOption: to.Ptr(armcompute.DiskCreateOptionCopy), SourceResourceID: to.Ptr(diskID)}}}, nil); !hasStatus(err, 400, "InvalidParameter") {
+		t.Fatalf("snapshot in another region: %v", err)
+	}
+
+	// The changed-block API: a Read SAS on the later snapshot, with the
+	// earlier one's SAS as x-ms-previous-snapshot-url. Same bytes: no ranges.
+	second := take("snap2", true)
+	if *second.Properties.IncrementalSnapshotFamilyID != *first.Properties.IncrementalSnapshotFamilyID {
+		t.Fatal("two snapshots of one disk are in different families")
+	}
+	sas := func(name string) string {
+		t.Helper()
+		p, err := snaps.BeginGrantAccess(ctx, "snaps", name, armcompute.GrantAccessData{Access: to.Ptr(armcompute.AccessLevelRead), DurationInSeconds: to.Ptr[int32](600)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := p.PollUntilDone(ctx, fastPoll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *res.AccessSAS
+	}
+	sas1, sas2 := sas("snap1"), sas("snap2")
+	pc := s.pageClient(t, sas2)
+	pager := pc.NewGetPageRangesDiffPager(&pageblob.GetPageRangesDiffOptions{PrevSnapshotURL: to.Ptr(sas1)})
+	changed := 0
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		changed += len(page.PageRange)
+	}
+	if changed != 0 {
+		t.Fatalf("snapshots of unchanged bytes differ in %d ranges", changed)
+	}
+	// Reading the snapshot through its SAS gives the image's bytes.
+	code, _, body := s.do(http.MethodGet, sas2, "", "")
+	want, _ := os.ReadFile(img)
+	if code != 200 || body != string(want) {
+		t.Fatalf("snapshot SAS read: %d, %d bytes", code, len(body))
+	}
+	if _, err := snaps.BeginDelete(ctx, "snaps", "snap1", nil); !hasStatus(err, 409, "OperationNotAllowed") {
+		t.Fatalf("deleting a snapshot with an active SAS: %v", err)
+	}
+	for _, n := range []string{"snap1", "snap2"} {
+		p, err := snaps.BeginRevokeAccess(ctx, "snaps", n, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.PollUntilDone(ctx, fastPoll); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Verify finds nothing wrong while the server runs.
+	if out, err := exec.Command(binary, "verify", "--data-dir", s.dataDir).CombinedOutput(); err != nil || !strings.Contains(string(out), "no damage found") {
+		t.Fatalf("verify: %v\n%s", err, out)
+	}
+
+	// Deleting every snapshot and the disks made from them frees the chunks.
+	before := chunkObjects(t, s.dataDir)
+	if before == 0 {
+		t.Fatal("no chunks stored")
+	}
+	for _, n := range []string{"snap1", "snap2", "full1"} {
+		p, err := snaps.BeginDelete(ctx, "snaps", n, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.PollUntilDone(ctx, fastPoll); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pager2 := snaps.NewListByResourceGroupPager("snaps", nil)
+	page, err := pager2.NextPage(ctx)
+	if err != nil || len(page.Value) != 0 {
+		t.Fatalf("snapshots left: %d %v", len(page.Value), err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for chunkObjects(t, s.dataDir) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("garbage collection left %d of %d chunks", chunkObjects(t, s.dataDir), before)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The restored disks do not depend on the deleted snapshots.
+	out := filepath.Join(dir, "again.raw")
+	if o, err := s.run("disk", "export", "/subscriptions/"+sub+"/resourceGroups/disks/providers/Microsoft.Compute/disks/from-snap1", out); err != nil {
+		t.Fatalf("export: %v\n%s", err, o)
+	}
+	cmpFiles(t, img, out)
+}
+
+// TestVerifyFindsDamage: a flipped byte in a stored chunk is reported with
+// the snapshots it breaks, and verify exits non-zero.
+func TestVerifyFindsDamage(t *testing.T) {
+	s := startServer(t, "", "--gc-interval", "0")
+	admin := s.token()
+	sub := newSubscription()
+	s.createGroup(admin, sub, "rg")
+	img := writeImage(t, t.TempDir(), "v.raw", 24*mib, map[int64]int64{0: 8 * mib})
+	if out, err := s.run("disk", "import", img, "-g", "rg", "--name", "d", "--subscription", sub); err != nil {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	snapID := "/subscriptions/" + sub + "/resourceGroups/rg/providers/Microsoft.Compute/snapshots/s1"
+	code, h, body := s.do("PUT", snapID+"?api-version=2025-01-02", admin,
+		`{"location":"westus","properties":{"incremental":true,"creationData":{"createOption":"Copy","sourceResourceId":"/subscriptions/`+sub+`/resourceGroups/rg/providers/Microsoft.Compute/disks/d"}}}`)
+	if code != 202 {
+		t.Fatalf("snapshot: %d %s", code, body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, _, body := s.do("GET", h.Get("Azure-AsyncOperation"), admin, "")
+		var st struct{ Status string }
+		json.Unmarshal([]byte(body), &st)
+		if st.Status == "Succeeded" {
+			break
+		}
+		if st.Status == "Failed" || time.Now().After(deadline) {
+			t.Fatalf("snapshot operation: %s", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Flip one byte in the middle of one stored chunk.
+	var victim string
+	filepath.WalkDir(filepath.Join(s.dataDir, "blobs", "chunks"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() && victim == "" {
+			victim = path
+		}
+		return nil
+	})
+	raw, err := os.ReadFile(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)/2] ^= 0x40
+	if err := os.WriteFile(victim, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary, "verify", "--data-dir", s.dataDir).CombinedOutput()
+	if err == nil {
+		t.Fatalf("verify passed over a damaged chunk:\n%s", out)
+	}
+	if !strings.Contains(string(out), "BAD CHUNK "+filepath.Base(victim)) || !strings.Contains(string(out), "breaks "+snapID) {
+		t.Fatalf("verify output does not name the chunk and the snapshot:\n%s", out)
+	}
+}
