@@ -90,7 +90,8 @@ subscription (--subscription or COFFER_SUBSCRIPTION).`,
   coffer disk import ./vm.raw -g rg --name vm-os --data-dir ./coffer-data
   coffer disk export /subscriptions/$COFFER_SUBSCRIPTION/resourceGroups/rg/providers/Microsoft.Compute/disks/vm-os ./copy.raw --data-dir ./coffer-data`,
 	}
-	cmd.AddCommand(newDiskImportCmd(), newDiskExportCmd(), newDiskCreateCmd(), newDiskShowCmd(), newDiskListCmd(), newDiskDeleteCmd())
+	cmd.AddCommand(newDiskImportCmd(), newDiskExportCmd(), newDiskCreateCmd(), newDiskShowCmd(), newDiskListCmd(), newDiskDeleteCmd(),
+		newDiskAttachCmd(), newDiskDetachCmd())
 	return cmd
 }
 

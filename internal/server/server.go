@@ -20,6 +20,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/clock"
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/meta"
+	"github.com/coffer-backup/coffer/internal/nbd"
 	"github.com/coffer-backup/coffer/internal/ops"
 	"github.com/coffer-backup/coffer/internal/provider/authorization"
 	"github.com/coffer-backup/coffer/internal/provider/compute"
@@ -164,6 +165,27 @@ func Run(ctx context.Context, cfg Config) error {
 	disks.Routes(router)
 	sas := blobapi.NewHandler(disks.Signer, disks.Lookup, log.With("component", "blobapi"))
 
+	// Disks are attached over NBD: the export name, from attach, is the
+	// secret that opens a disk, so listing shows nothing.
+	var nbdServer *nbd.Server
+	if cfg.NBDAddr != "" {
+		nln, err := net.Listen("tcp", cfg.NBDAddr)
+		if err != nil {
+			return fmt.Errorf("--nbd-addr: %w", err)
+		}
+		nbdHost, _, _ := net.SplitHostPort(cfg.NBDAddr)
+		nbdAddress := endpointHost(nln.Addr().(*net.TCPAddr), nbdHost)
+		disks.NBDAddress = func() string { return nbdAddress }
+		nbdServer = &nbd.Server{Lookup: disks.NBDLookup, List: func(context.Context) []string { return []string{} },
+			Logger: log.With("component", "nbd")}
+		go func() {
+			if err := nbdServer.Serve(nln); err != nil && !errors.Is(err, nbd.ErrServerClosed) {
+				log.Error("nbd server", "err", err)
+			}
+		}()
+		log.Info("serving NBD", "addr", nbdAddress)
+	}
+
 	health := func(w http.ResponseWriter, r *http.Request) {
 		if err := store.DB().PingContext(r.Context()); err != nil {
 			http.Error(w, "metadata store unavailable", http.StatusServiceUnavailable)
@@ -217,6 +239,11 @@ func Run(ctx context.Context, cfg Config) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
+	if nbdServer != nil {
+		if nerr := nbdServer.Shutdown(shutdownCtx); nerr != nil && err == nil {
+			err = nerr
+		}
+	}
 	stopWork()
 	runner.Wait()
 	if errors.Is(err, http.ErrServerClosed) {

@@ -55,7 +55,12 @@ type Service struct {
 	// the source disk of a snapshot).
 	Permissions arm.Authorizer
 
-	frozen frozenSet
+	// NBDAddress is host:port of the NBD listener, for attach's URIs; nil
+	// when NBD is not served.
+	NBDAddress func() string
+
+	frozen  frozenSet
+	exports liveExports
 }
 
 var _ resources.Cascade = (*Service)(nil)
@@ -83,6 +88,7 @@ func (s *Service) Routes(r *arm.Router) {
 	r.Handle(arm.Route{Method: http.MethodGet, Pattern: "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}/operations/{operationId}",
 		Versions: Versions, Action: "Microsoft.Compute/locations/operations/read", Handler: s.operation})
 	s.snapshotRoutes(r)
+	s.attachRoutes(r)
 	s.Ops.Register(kindProvision, s.runProvision)
 	s.Ops.Register(kindDelete, s.runDelete)
 	s.Ops.Register(kindGrant, s.runGrant)

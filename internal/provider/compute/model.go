@@ -113,6 +113,8 @@ type record struct {
 	// RestoreFrom is the snapshot index a disk created by Copy is filled
 	// from, until its provisioning has done so.
 	RestoreFrom string `json:"cofferRestoreFrom,omitempty"`
+	// Attachments are the hosts the disk is attached to over NBD.
+	Attachments []attachment `json:"cofferAttachments,omitempty"`
 }
 
 // access is one grant of SAS access.

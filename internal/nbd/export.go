@@ -1,0 +1,50 @@
+package nbd
+
+import (
+	"github.com/coffer-backup/coffer/internal/errs"
+)
+
+// Export is what the server serves: a fixed-size range of bytes. Every
+// method may be called from many goroutines at once (one connection runs
+// several requests concurrently, and a client may open several connections).
+type Export interface {
+	// Size is the export's size in bytes, fixed for the life of a
+	// connection (it is read once, at the handshake).
+	Size() int64
+	// ReadAt fills p from off. The server only asks for ranges inside Size.
+	ReadAt(p []byte, off int64) (int, error)
+	// WriteAt stores p at off; the data need not be durable until Flush.
+	WriteAt(p []byte, off int64) (int, error)
+	// Zero makes the range read as zeros; it may free the space.
+	Zero(off, n int64) error
+	// Flush makes every completed WriteAt and Zero durable.
+	Flush() error
+	// ReadOnly reports that writes must be refused. The server checks it
+	// once per connection and answers writes with EPERM itself.
+	ReadOnly() bool
+}
+
+// ZeroFiller is an Export that can zero a range while keeping it allocated,
+// for WRITE_ZEROES with NBD_CMD_FLAG_NO_HOLE. Without it the server writes
+// zero buffers.
+type ZeroFiller interface {
+	ZeroFill(off, n int64) error
+}
+
+// ReadOnly wraps e so that it reports itself read-only and refuses writes
+// with errs.Forbidden even if called directly.
+func ReadOnly(e Export) Export { return readOnly{e} }
+
+type readOnly struct{ Export }
+
+var _ Export = readOnly{}
+
+func (readOnly) ReadOnly() bool { return true }
+
+func (readOnly) WriteAt([]byte, int64) (int, error) {
+	return 0, errs.E(errs.Forbidden, "ExportReadOnly", "the export is read-only")
+}
+
+func (readOnly) Zero(int64, int64) error {
+	return errs.E(errs.Forbidden, "ExportReadOnly", "the export is read-only")
+}
