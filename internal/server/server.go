@@ -187,7 +187,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	health := func(w http.ResponseWriter, r *http.Request) {
-		if err := store.DB().PingContext(r.Context()); err != nil {
+		pctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		if err := store.DB().PingContext(pctx); err != nil {
+			log.Warn("health check", "err", err)
 			http.Error(w, "metadata store unavailable", http.StatusServiceUnavailable)
 			return
 		}

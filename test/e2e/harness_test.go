@@ -157,7 +157,7 @@ func (s *server) start(extra ...string) {
 		close(done)
 	}()
 	go func() { <-done; s.exited <- s.cmd.Wait() }()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		raw, err := os.ReadFile(filepath.Join(s.dataDir, "endpoint"))
 		if err == nil {
@@ -170,7 +170,7 @@ func (s *server) start(extra ...string) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatal("coffer serve did not start in 30s")
+			s.t.Fatalf("coffer serve did not start in 60s:\n%s", logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -191,7 +191,7 @@ func (s *server) start(extra ...string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	s.t.Fatal("/healthz never answered 200")
+	s.t.Fatalf("/healthz never answered 200:\n%s", logs.String())
 }
 
 // stop sends SIGTERM and waits for a clean exit.
