@@ -160,7 +160,7 @@ func Run(ctx context.Context, cfg Config) error {
 	groups := &resources.Service{Store: store, Ops: runner, Clock: cfg.Clock, Cascades: []resources.Cascade{disks}}
 	groups.Routes(router)
 	authz.Routes(router)
-	protection := &dataprotection.Service{Store: store, Ops: runner, Clock: cfg.Clock, TenantID: tenantID, Permissions: authz}
+	protection := &dataprotection.Service{Store: store, Ops: runner, Clock: cfg.Clock, TenantID: tenantID, Permissions: authz, BackupData: disks}
 	protection.Routes(router)
 	disks.Routes(router)
 	sas := blobapi.NewHandler(disks.Signer, disks.Lookup, log.With("component", "blobapi"))

@@ -439,6 +439,21 @@ func TestProtectionLifecycle(t *testing.T) {
 		t.Fatalf("after resume: %s", got)
 	}
 
+	// The instance's backups are snapshots in the snapshot resource group,
+	// tagged with the instance; deleting the instance deletes them, and
+	// nothing else there.
+	snapOf := func(name string, tags string) string {
+		id := subPath + "/resourceGroups/snaps/providers/Microsoft.Compute/snapshots/" + name
+		h, _ := s.mustDo("PUT", id+"?api-version=2025-01-02", admin, `{"location":"westus","tags":`+tags+`,
+			"properties":{"incremental":true,"creationData":{"createOption":"Copy","sourceResourceId":"`+disk+`"}}}`, 202)
+		if st := s.waitOperation(admin, h.Get("Azure-AsyncOperation")); st["status"] != "Succeeded" {
+			t.Fatalf("snapshot %s: %v", name, st)
+		}
+		return id
+	}
+	backupSnap := snapOf("bi-backup", `{"CofferBackupInstanceId":"`+bi+`"}`)
+	otherSnap := snapOf("manual", `{}`)
+
 	// Operation status is reachable at vault and resource group scope too.
 	h, _ = s.mustDo("DELETE", bi+v26, admin, "", 202)
 	opID := operationURL.FindStringSubmatch(strings.Replace(h.Get("Azure-AsyncOperation"), "2026-06-01", "2021-01-01", 1))[3]
@@ -450,6 +465,8 @@ func TestProtectionLifecycle(t *testing.T) {
 		}
 	}
 	s.mustDo("GET", subPath+"/resourceGroups/disks/providers/Microsoft.DataProtection/operationStatus/"+opID+v26, admin, "", 404)
+	s.mustDo("GET", backupSnap+"?api-version=2025-01-02", admin, "", 404)
+	s.mustDo("GET", otherSnap+"?api-version=2025-01-02", admin, "", 200)
 	s.mustDo("DELETE", policy+v26, admin, "", 200)
 	h, _ = s.mustDo("DELETE", vault+v26, admin, "", 202)
 	s.poll(h.Get("Azure-AsyncOperation"), admin)

@@ -835,3 +835,40 @@ func (s *Service) restore(ctx context.Context, uniqueID, index string) error {
 	}
 	return vol.Flush()
 }
+
+// BackupTag marks the snapshots a backup instance made, as Azure Backup tags
+// the snapshots it creates; its value is the backup instance id.
+const BackupTag = "CofferBackupInstanceId"
+
+// DeleteInstanceData deletes the snapshots in the snapshot resource group
+// that the backup instance made (tagged BackupTag), index first. It is the
+// dataprotection BackupData of a backup instance's "stop protection and
+// delete data", and is idempotent.
+func (s *Service) DeleteInstanceData(ctx context.Context, instanceID, snapshotGroupID string) error {
+	if snapshotGroupID == "" {
+		return nil
+	}
+	q := meta.Query{Type: SnapshotType, Under: snapshotGroupID, Limit: 500}
+	for {
+		page, err := s.Store.ListResources(ctx, q)
+		if err != nil {
+			return err
+		}
+		for _, res := range page.Items {
+			var rec snapshotRecord
+			if err := json.Unmarshal(res.Body, &rec); err != nil {
+				return err
+			}
+			if !strings.EqualFold(rec.Tags[BackupTag], instanceID) {
+				continue
+			}
+			if err := s.dropSnapshot(ctx, rec); err != nil {
+				return err
+			}
+		}
+		if page.Next == "" {
+			return nil
+		}
+		q.After = page.Next
+	}
+}
