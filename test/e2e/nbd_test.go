@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/xml"
+	"net/http"
 	"fmt"
 	"math/rand"
 	"os"
@@ -176,8 +178,10 @@ func TestSnapshotPointInTimeOverNBD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var recent [][2]int64 // writes since the last snapshot
 	write := func(off, n int64) {
 		t.Helper()
+		recent = append(recent, [2]int64{off, n})
 		pattern := byte(rand.Intn(255) + 1)
 		run(t, "qemu-io", "-f", "raw", "-c", fmt.Sprintf("write -P %d %d %d", pattern, off, n), uri)
 		copy(expected[off:off+n], bytes.Repeat([]byte{pattern}, int(n)))
@@ -202,6 +206,7 @@ func TestSnapshotPointInTimeOverNBD(t *testing.T) {
 	// A chain of ten, each restored and compared.
 	rng := rand.New(rand.NewSource(7))
 	for i := 1; i <= 10; i++ {
+		recent = nil
 		for w := 0; w < 3; w++ {
 			write(rng.Int63n(size/4096)*4096, 4096)
 		}
@@ -220,6 +225,58 @@ func TestSnapshotPointInTimeOverNBD(t *testing.T) {
 		}
 		os.WriteFile(filepath.Join(dir, fmt.Sprintf("want%d.raw", i)), want, 0o600)
 	}
+	// The changed-block API between snapshots 9 and 10 lists exactly the
+	// chunks written in between.
+	sas := func(i int) string {
+		snap := fmt.Sprintf("/subscriptions/%s/resourceGroups/rg/providers/Microsoft.Compute/snapshots/chain%d", sub, i)
+		h, _ := s.mustDo("POST", snap+"/beginGetAccess"+computeAPI, admin, `{"access":"Read","durationInSeconds":600}`, 202)
+		s.waitOperation(admin, h.Get("Azure-AsyncOperation"))
+		_, body := s.mustDo("GET", h.Get("Location"), admin, "", 200)
+		return at(jsonOf(t, body), "accessSAS").(string)
+	}
+	sas9, sas10 := sas(9), sas(10)
+	req, _ := http.NewRequest("GET", sas10+"&comp=pagelist", nil)
+	req.Header.Set("x-ms-previous-snapshot-url", sas9)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var diff struct {
+		Ranges []struct{ Start, End int64 } `xml:"PageRange"`
+	}
+	err = xml.NewDecoder(resp.Body).Decode(&diff)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || err != nil || len(diff.Ranges) == 0 {
+		t.Fatalf("diff: %d %v %+v", resp.StatusCode, err, diff)
+	}
+	const chunkSize = 1 << 20
+	for _, w := range recent {
+		for c := w[0] / chunkSize; c <= (w[0]+w[1]-1)/chunkSize; c++ {
+			found := false
+			for _, r := range diff.Ranges {
+				found = found || (r.Start <= c*chunkSize && r.End >= (c+1)*chunkSize-1)
+			}
+			if !found {
+				t.Fatalf("diff %+v misses chunk %d written at %d+%d", diff.Ranges, c, w[0], w[1])
+			}
+		}
+	}
+	for _, r := range diff.Ranges {
+		for c := r.Start / chunkSize; c <= r.End/chunkSize; c++ {
+			hit := false
+			for _, w := range recent {
+				hit = hit || (w[0] < (c+1)*chunkSize && w[0]+w[1] > c*chunkSize)
+			}
+			if !hit {
+				t.Fatalf("diff lists chunk %d, which nothing wrote between the snapshots", c)
+			}
+		}
+	}
+	for _, i := range []int{9, 10} {
+		snap := fmt.Sprintf("/subscriptions/%s/resourceGroups/rg/providers/Microsoft.Compute/snapshots/chain%d", sub, i)
+		s.mustDo("POST", snap+"/endGetAccess"+computeAPI, admin, "", 200)
+	}
+
 	// Deleting the first snapshots leaves the later ones whole.
 	for i := 1; i <= 5; i++ {
 		h, _ := s.mustDo("DELETE", fmt.Sprintf("/subscriptions/%s/resourceGroups/rg/providers/Microsoft.Compute/snapshots/chain%d", sub, i)+computeAPI, admin, "", 202)
