@@ -37,7 +37,7 @@ type VerifyOptions struct {
 type Report struct {
 	Indexes    int        // indexes read
 	Checked    int        // distinct chunks read and re-hashed
-	Bad        []BadChunk // chunks missing or corrupt, by digest order of discovery
+	Bad        []BadChunk // chunks missing or corrupt, in the order indexes name them
 	BadIndexes []BadIndex // indexes that could not be read
 }
 

@@ -120,7 +120,7 @@ func (s *Snapshot) preserve(off, n int64) error {
 			}
 			start := b * bs
 			blk := buf[:min(bs, s.size-start)]
-			if _, err := s.v.data.ReadAt(blk, start); err != nil && !errors.Is(err, io.EOF) {
+			if _, err := s.v.readLogical(blk, start); err != nil && !errors.Is(err, io.EOF) {
 				lock.Unlock()
 				return fmt.Errorf("copy-on-write read: %w", err)
 			}
@@ -160,11 +160,12 @@ func (s *Snapshot) ReadAt(p []byte, off int64) (int, error) {
 		n := int(min(int64(len(p)-done), (b+1)*bs-pos))
 		lock := &s.stripes[b%cowStripes]
 		lock.Lock()
-		src := s.v.data
+		var err error
 		if s.isPreserved(b) {
-			src = s.cow
+			_, err = s.cow.ReadAt(p[done:done+n], pos)
+		} else {
+			_, err = s.v.readLogical(p[done:done+n], pos)
 		}
-		_, err := src.ReadAt(p[done:done+n], pos)
 		lock.Unlock()
 		if err != nil && !errors.Is(err, io.EOF) {
 			return done, err

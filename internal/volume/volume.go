@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -40,6 +39,9 @@ type header struct {
 	Version   int    `json:"version"`
 	Size      int64  `json:"size"`
 	BlockSize int64  `json:"blockSize"`
+	// Backing names the image a volume made by CreateBacked still reads
+	// its unwritten blocks from, until Hydrate has copied them.
+	Backing string `json:"backing,omitempty"`
 }
 
 // Volume is a thin block device backed by a directory. ReadAt, WriteAt,
@@ -58,6 +60,8 @@ type Volume struct {
 
 	// frozen is the live point-in-time view, nil when none (snapshot.go).
 	frozen atomic.Pointer[Snapshot]
+	// hydr is set for a volume still filling from a backing (hydrate.go).
+	hydr   *hydration
 	snapMu sync.Mutex
 }
 
@@ -174,6 +178,14 @@ func Open(dir string) (_ *Volume, err error) {
 	}
 	v := &Volume{dir: dir, data: f, fd: fd, blockSize: h.BlockSize, cbt: cbt}
 	v.size.Store(h.Size)
+	if h.Backing != "" {
+		if v.hydr, err = openHydration(dir, h); err != nil {
+			cbt.close()
+			return nil, err
+		}
+	} else {
+		os.Remove(filepath.Join(dir, hydratedName)) // left by a finished hydration
+	}
 	return v, nil
 }
 
@@ -188,6 +200,11 @@ func (v *Volume) Close() error {
 	err := v.Flush()
 	if cerr := v.cbt.close(); err == nil {
 		err = cerr
+	}
+	if v.hydr != nil {
+		if cerr := v.hydr.close(); err == nil {
+			err = cerr
+		}
 	}
 	if cerr := v.data.Close(); err == nil {
 		err = cerr
@@ -220,11 +237,7 @@ func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 	if err := v.checkRange(off, int64(len(p))); err != nil {
 		return 0, err
 	}
-	n, err := v.data.ReadAt(p, off)
-	if err == io.EOF && n == len(p) {
-		err = nil
-	}
-	return n, err
+	return v.readLogical(p, off)
 }
 
 // WriteAt writes p at off. The blocks are marked changed before the data is
@@ -235,6 +248,9 @@ func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
 	}
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if err := v.fill(off, int64(len(p))); err != nil {
+		return 0, err
 	}
 	e := v.cbt.enter()
 	defer v.cbt.leave(e)
@@ -265,6 +281,9 @@ func (v *Volume) zero(off, length int64, mode uint32) error {
 	}
 	if length == 0 {
 		return nil
+	}
+	if err := v.fill(off, length); err != nil {
+		return err
 	}
 	e := v.cbt.enter()
 	defer v.cbt.leave(e)
@@ -302,6 +321,11 @@ func (v *Volume) writeZeros(off, length int64) error {
 func (v *Volume) Flush() error {
 	if err := unix.Fdatasync(v.fd); err != nil {
 		return fmt.Errorf("sync volume data: %w", err)
+	}
+	if v.hydrating() {
+		if err := unix.Msync(v.hydr.mem, unix.MS_SYNC); err != nil {
+			return fmt.Errorf("sync hydration bitmap: %w", err)
+		}
 	}
 	return v.cbt.sync()
 }
@@ -346,6 +370,9 @@ func (v *Volume) Grow(newSize int64) error {
 // (usually 4 KiB granular) and may include written zeros.
 func (v *Volume) Allocated() ([]Range, error) {
 	size := v.size.Load()
+	if v.hydrating() { // the backing's blocks are not in the data file yet
+		return []Range{{Off: 0, Len: size}}, nil
+	}
 	out := []Range{}
 	for off := int64(0); off < size; {
 		d, err := unix.Seek(v.fd, off, unix.SEEK_DATA)

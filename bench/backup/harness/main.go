@@ -1,0 +1,404 @@
+// Command harness drives coffer's snapshot engine for bench/backup/run: it
+// makes the test image, loads it into a volume, and runs (and times) a full
+// snapshot, an incremental, a restore and a raw chunk Put baseline. Each
+// step is its own invocation so the script can drop caches between them.
+// Results are printed as "RESULT key value" lines.
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/coffer-backup/coffer/internal/chunk"
+	"github.com/coffer-backup/coffer/internal/snapshot"
+	"github.com/coffer-backup/coffer/internal/volume"
+)
+
+const mib = 1 << 20
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: harness mkimage|mkvol|load|change|full|incr|restore|rawput [flags]")
+		os.Exit(2)
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	img := fs.String("img", "", "image file")
+	vol := fs.String("vol", "", "volume directory")
+	data := fs.String("data", "", "coffer data directory (chunk store in <data>/blobs)")
+	name := fs.String("name", "", "snapshot name")
+	prev := fs.String("prev", "", "previous snapshot name")
+	out := fs.String("out", "", "restore target file")
+	size := fs.Int64("size", 4<<30, "image or volume size in bytes")
+	seed := fs.Uint64("seed", 1, "random seed")
+	extents := fs.Int("extents", 10, "change: how many extents to overwrite")
+	extent := fs.Int64("extent", 4*mib, "change: extent size")
+	workers := fs.Int("workers", 0, "workers (0 = default)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
+	if err := fs.Parse(os.Args[2:]); err != nil {
+		os.Exit(2)
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "harness:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx := context.Background()
+	var err error
+	switch os.Args[1] {
+	case "mkimage":
+		err = mkimage(*img, *size, *seed)
+	case "mkvol":
+		err = mkvol(*vol, *size, *seed)
+	case "load":
+		err = load(*img, *vol)
+	case "change":
+		err = change(*vol, *img, *seed, *extents, *extent)
+	case "full", "incr":
+		err = upload(ctx, *vol, *data, *name, *prev, *workers)
+	case "restore":
+		err = restore(ctx, *data, *name, *out, *workers)
+	case "rawput":
+		err = rawput(ctx, *img, *data, *workers)
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		pprof.StopCPUProfile()
+		fmt.Fprintln(os.Stderr, "harness:", err)
+		os.Exit(1)
+	}
+}
+
+func result(key string, v any) { fmt.Printf("RESULT %s %v\n", key, v) }
+
+// extentRandom says whether 1 MiB extent i of the pattern is random (60%) or
+// zero (40%), deterministically.
+func extentRandom(seed uint64, i int64) bool {
+	r := rand.New(rand.NewPCG(seed, uint64(i)))
+	return r.IntN(10) < 6
+}
+
+func fillRandom(p []byte, seed, stream uint64) {
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	binary.LittleEndian.PutUint64(key[8:], stream)
+	r := rand.NewChaCha8(key)
+	_, _ = r.Read(p)
+}
+
+// writePattern writes the random extents of the pattern through w; zero
+// extents are left unwritten (holes).
+func writePattern(size int64, seed uint64, w func(p []byte, off int64) error) error {
+	n := (size + mib - 1) / mib
+	var wg sync.WaitGroup
+	errc := make(chan error, runtime.NumCPU())
+	next := make(chan int64)
+	for range runtime.NumCPU() {
+		wg.Go(func() {
+			buf := make([]byte, mib)
+			for i := range next {
+				p := buf[:min(mib, size-i*mib)]
+				fillRandom(p, seed, uint64(i))
+				if err := w(p, i*mib); err != nil {
+					errc <- err
+					return
+				}
+			}
+		})
+	}
+	for i := range n {
+		if extentRandom(seed, i) {
+			next <- i
+		}
+	}
+	close(next)
+	wg.Wait()
+	close(errc)
+	return <-errc
+}
+
+func mkimage(path string, size int64, seed uint64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	if err := writePattern(size, seed, func(p []byte, off int64) error { _, err := f.WriteAt(p, off); return err }); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// mkvol creates a volume holding the pattern directly (the 16 GiB disk,
+// which needs no image file) and starts its change epoch.
+func mkvol(dir string, size int64, seed uint64) error {
+	v, err := volume.Create(dir, size)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	if err := writePattern(size, seed, func(p []byte, off int64) error { _, err := v.WriteAt(p, off); return err }); err != nil {
+		return err
+	}
+	return v.Flush()
+}
+
+// load copies the image's data ranges into a new volume of its size.
+func load(imgPath, dir string) error {
+	f, err := os.Open(imgPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	v, err := volume.Create(dir, fi.Size())
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	buf := make([]byte, 8*mib)
+	for off := int64(0); off < fi.Size(); {
+		d, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		h, err := unix.Seek(int(f.Fd()), d, unix.SEEK_HOLE)
+		if err != nil {
+			return err
+		}
+		for at := d; at < h; {
+			n := min(int64(len(buf)), h-at)
+			if _, err := f.ReadAt(buf[:n], at); err != nil {
+				return err
+			}
+			if _, err := v.WriteAt(buf[:n], at); err != nil {
+				return err
+			}
+			at += n
+		}
+		off = h
+	}
+	return v.Flush()
+}
+
+// change overwrites extents random extent-aligned extents with new random
+// bytes, in the volume and, if given, at the same offsets in the image.
+func change(dir, imgPath string, seed uint64, extents int, extent int64) error {
+	v, err := volume.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	var img *os.File
+	if imgPath != "" {
+		if img, err = os.OpenFile(imgPath, os.O_RDWR, 0); err != nil {
+			return err
+		}
+		defer img.Close()
+	}
+	r := rand.New(rand.NewPCG(seed, 99))
+	slots := v.Size() / extent
+	used := map[int64]bool{}
+	buf := make([]byte, extent)
+	for len(used) < extents {
+		s := r.Int64N(slots)
+		if used[s] {
+			continue
+		}
+		used[s] = true
+		fillRandom(buf, seed+1000, uint64(s))
+		if _, err := v.WriteAt(buf, s*extent); err != nil {
+			return err
+		}
+		if img != nil {
+			if _, err := img.WriteAt(buf, s*extent); err != nil {
+				return err
+			}
+		}
+	}
+	if img != nil {
+		if err := img.Sync(); err != nil {
+			return err
+		}
+	}
+	result("changed_bytes", int64(extents)*extent)
+	return v.Flush()
+}
+
+func openStore(ctx context.Context, data string) (*chunk.Store, error) {
+	return chunk.Open(ctx, "", data, chunk.Options{})
+}
+
+// upload takes a snapshot the way the service will: cut the change set,
+// upload (full when there is no previous snapshot), commit the cut.
+// Nothing writes the volume meanwhile, so the volume is its own frozen
+// view.
+func upload(ctx context.Context, dir, data, name, prevName string, workers int) error {
+	start := time.Now()
+	phase := func(what string) { result("t_"+what, fmt.Sprintf("%.3f", time.Since(start).Seconds())) }
+	v, err := volume.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	phase("open_volume")
+	store, err := openStore(ctx, data)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	phase("open_store")
+	cut, epoch, err := v.SwapChanged()
+	if err != nil {
+		return err
+	}
+	phase("cut")
+	req := snapshot.UploadRequest{Name: name, Source: v, Changed: cut, Workers: workers, InFlight: snapshot.NewInFlight()}
+	if prevName != "" {
+		prev, err := store.GetIndex(ctx, prevName)
+		if err != nil {
+			return err
+		}
+		req.Previous, req.PreviousName = &prev, prevName
+	}
+	phase("previous")
+	if req.Allocated, err = v.Allocated(); err != nil {
+		return err
+	}
+	phase("allocated")
+	var putsDone time.Duration
+	req.Progress = func(done, total int64) {
+		if done == total {
+			putsDone = time.Since(start)
+		}
+	}
+	_, st, err := snapshot.Upload(ctx, store, req)
+	result("t_chunks_put", fmt.Sprintf("%.3f", putsDone.Seconds()))
+	if err != nil {
+		return err
+	}
+	phase("upload")
+	if err := v.CommitChanged(epoch); err != nil {
+		return err
+	}
+	phase("commit")
+	sec := time.Since(start).Seconds()
+	result("seconds", fmt.Sprintf("%.3f", sec))
+	result("full", st.Full)
+	result("chunks", st.Chunks)
+	result("chunks_read", st.ChunksRead)
+	result("chunks_stored", st.ChunksStored)
+	result("zero_chunks", st.ZeroChunks)
+	result("reused", st.Reused)
+	result("bytes_read", st.BytesRead)
+	result("bytes_stored", st.BytesStored)
+	result("read_MBps", fmt.Sprintf("%.0f", float64(st.BytesRead)/sec/1e6))
+	return nil
+}
+
+func restore(ctx context.Context, data, name, out string, workers int) error {
+	start := time.Now()
+	store, err := openStore(ctx, data)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	idx, err := store.GetIndex(ctx, name)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(out, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(idx.DiskSize); err != nil {
+		return err
+	}
+	n, err := snapshot.NewReader(store, idx, snapshot.ReaderOptions{}).RestoreTo(ctx, f, workers)
+	if err != nil {
+		return err
+	}
+	sec := time.Since(start).Seconds()
+	result("seconds", fmt.Sprintf("%.3f", sec))
+	result("bytes_written", n)
+	result("write_MBps", fmt.Sprintf("%.0f", float64(n)/sec/1e6))
+	return nil
+}
+
+// rawput is the baseline for the pipeline: Put every non-zero 1 MiB chunk
+// of the image, read into memory first (not timed), from workers
+// goroutines into a fresh store.
+func rawput(ctx context.Context, imgPath, data string, workers int) error {
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	b, err := os.ReadFile(imgPath)
+	if err != nil {
+		return err
+	}
+	store, err := openStore(ctx, data)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	start := time.Now()
+	next := make(chan []byte, workers)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var putErr error
+	var total int64
+	for range workers {
+		wg.Go(func() {
+			for c := range next {
+				if _, _, err := store.Put(ctx, c); err != nil {
+					mu.Lock()
+					putErr = errors.Join(putErr, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for off := 0; off < len(b); off += mib {
+		next <- b[off:min(off+mib, len(b))]
+		total += int64(min(mib, len(b)-off))
+	}
+	close(next)
+	wg.Wait()
+	if putErr != nil {
+		return putErr
+	}
+	if err := store.Sync(ctx); err != nil {
+		return err
+	}
+	sec := time.Since(start).Seconds()
+	result("seconds", fmt.Sprintf("%.3f", sec))
+	result("MBps", fmt.Sprintf("%.0f", float64(total)/sec/1e6))
+	return nil
+}

@@ -1,0 +1,268 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/coffer-backup/coffer/internal/errs"
+	"golang.org/x/sys/unix"
+)
+
+// hydratedName is the bitmap of blocks a backed volume holds locally. It is
+// mapped shared, like the change-tracking bitmaps, so a set bit survives
+// the process; it goes when the volume is fully hydrated.
+const hydratedName = "hydrated"
+
+// hydration is the state of a volume created from a backing image (a
+// snapshot): blocks not yet local are read from the backing, a writer
+// first brings the blocks it touches local, and Hydrate copies the rest.
+type hydration struct {
+	name    string // the backing's name, recorded in the header
+	file    *os.File
+	mem     []byte
+	words   []uint64
+	stripes [cowStripes]sync.Mutex
+	source  atomic.Pointer[io.ReaderAt]
+	done    atomic.Bool
+}
+
+// CreateBacked makes a volume of size bytes whose contents are, until
+// written, those of the backing named backing (resolved later with
+// SetBacking). It reads and writes at once; Hydrate fills it in the
+// background.
+func CreateBacked(dir string, size int64, backing string) (*Volume, error) {
+	if backing == "" {
+		return nil, errs.E(errs.Invalid, "InvalidBacking", "a backed volume needs a backing name")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	v, err := create(dir, size, DefaultBlockSize)
+	if err != nil {
+		return nil, err
+	}
+	// The header names the backing last: until then the volume is plain
+	// and empty, which a retried create replaces.
+	v.Close()
+	n := wordsFor(nblocksFor(size, DefaultBlockSize)) * 8
+	f, err := os.OpenFile(filepath.Join(dir, hydratedName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Truncate(n); err == nil {
+		err = f.Sync()
+	}
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeHeader(dir, header{Format: formatName, Version: formatVersion, Size: size, BlockSize: DefaultBlockSize, Backing: backing}); err != nil {
+		return nil, err
+	}
+	return Open(dir)
+}
+
+func openHydration(dir string, h header) (*hydration, error) {
+	f, err := os.OpenFile(filepath.Join(dir, hydratedName), os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open hydration bitmap: %w", err)
+	}
+	n := wordsFor(nblocksFor(h.Size, h.BlockSize)) * 8
+	if fi, err := f.Stat(); err != nil || fi.Size() < n {
+		f.Close()
+		return nil, errs.E(errs.Internal, "VolumeCorrupt", "hydration bitmap in %s is short", dir)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(n), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("map hydration bitmap: %w", err)
+	}
+	return &hydration{name: h.Backing, file: f, mem: mem, words: unsafe.Slice((*uint64)(unsafe.Pointer(&mem[0])), n/8)}, nil
+}
+
+func (h *hydration) close() error {
+	if h.mem != nil {
+		unix.Munmap(h.mem)
+		h.mem = nil
+	}
+	return h.file.Close()
+}
+
+func (h *hydration) has(b int64) bool {
+	return atomic.LoadUint64(&h.words[b>>6])&(1<<(uint(b)&63)) != 0
+}
+
+func (h *hydration) set(b int64) { atomic.OrUint64(&h.words[b>>6], 1<<(uint(b)&63)) }
+
+// Backing names the image the volume still reads from, "" when it holds
+// all its blocks.
+func (v *Volume) Backing() string {
+	if h := v.hydr; h != nil && !h.done.Load() {
+		return h.name
+	}
+	return ""
+}
+
+// SetBacking connects the reader of the backing image. Until it is set,
+// reads of blocks not yet local fail with errs.Transient.
+func (v *Volume) SetBacking(r io.ReaderAt) {
+	if v.hydr != nil {
+		v.hydr.source.Store(&r)
+	}
+}
+
+func (v *Volume) backingSource() (io.ReaderAt, error) {
+	p := v.hydr.source.Load()
+	if p == nil {
+		return nil, errs.E(errs.Transient, "BackingNotConnected", "the volume's backing image %q is not connected", v.hydr.name)
+	}
+	return *p, nil
+}
+
+// hydrating reports whether some blocks may still be in the backing.
+func (v *Volume) hydrating() bool { return v.hydr != nil && !v.hydr.done.Load() }
+
+// readLogical reads [off, off+len(p)) as the volume's contents: local
+// blocks from the data file, the others from the backing.
+func (v *Volume) readLogical(p []byte, off int64) (int, error) {
+	if !v.hydrating() {
+		n, err := v.data.ReadAt(p, off)
+		if err == io.EOF && n == len(p) {
+			err = nil
+		}
+		return n, err
+	}
+	bs := v.blockSize
+	done := 0
+	for done < len(p) {
+		pos := off + int64(done)
+		b := pos / bs
+		n := int(min(int64(len(p)-done), (b+1)*bs-pos))
+		if err := v.readBlockPart(b, p[done:done+n], pos); err != nil {
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
+}
+
+func (v *Volume) readBlockPart(b int64, p []byte, pos int64) error {
+	h := v.hydr
+	if !h.has(b) {
+		lock := &h.stripes[b%cowStripes]
+		lock.Lock()
+		defer lock.Unlock()
+		if !h.has(b) {
+			src, err := v.backingSource()
+			if err != nil {
+				return err
+			}
+			_, err = src.ReadAt(p, pos)
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			return err
+		}
+	}
+	_, err := v.data.ReadAt(p, pos)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return err
+}
+
+// fill brings the blocks of [off, off+n) local so a write can go to the
+// data file; a block's backing bytes are written before its bit is set.
+func (v *Volume) fill(off, n int64) error {
+	if !v.hydrating() || n <= 0 {
+		return nil
+	}
+	bs := v.blockSize
+	var buf []byte
+	for b := off / bs; b <= (off+n-1)/bs; b++ {
+		if v.hydr.has(b) {
+			continue
+		}
+		if buf == nil {
+			buf = make([]byte, bs)
+		}
+		if err := v.hydrateBlock(b, buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *Volume) hydrateBlock(b int64, buf []byte) error {
+	h := v.hydr
+	lock := &h.stripes[b%cowStripes]
+	lock.Lock()
+	defer lock.Unlock()
+	if h.has(b) {
+		return nil
+	}
+	src, err := v.backingSource()
+	if err != nil {
+		return err
+	}
+	start := b * v.blockSize
+	blk := buf[:min(v.blockSize, v.size.Load()-start)]
+	if _, err := src.ReadAt(blk, start); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("hydrate block %d: %w", b, err)
+	}
+	if !allZero(blk) { // the data file is sparse: zeros need no write
+		if _, err := v.data.WriteAt(blk, start); err != nil {
+			return err
+		}
+	}
+	h.set(b)
+	return nil
+}
+
+// Hydrate copies every block not yet local from the backing, then makes
+// the volume standalone: the header forgets the backing. progress, if not
+// nil, gets the blocks done and the total. It is safe to run beside
+// readers and writers, and to run again after a crash.
+func (v *Volume) Hydrate(ctx context.Context, progress func(done, total int64)) error {
+	if !v.hydrating() {
+		return nil
+	}
+	nb := nblocksFor(v.size.Load(), v.blockSize)
+	buf := make([]byte, v.blockSize)
+	for b := int64(0); b < nb; b++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := v.hydrateBlock(b, buf); err != nil {
+			return err
+		}
+		if b%1024 == 1023 {
+			if progress != nil {
+				progress(b+1, nb)
+			}
+		}
+	}
+	// Durable bytes first, then the bits, then the header that drops the
+	// backing: a crash between leaves a volume that hydrates again.
+	if err := unix.Fdatasync(v.fd); err != nil {
+		return err
+	}
+	if err := unix.Msync(v.hydr.mem, unix.MS_SYNC); err != nil {
+		return err
+	}
+	if err := writeHeader(v.dir, header{Format: formatName, Version: formatVersion, Size: v.size.Load(), BlockSize: v.blockSize}); err != nil {
+		return err
+	}
+	v.hydr.done.Store(true)
+	if progress != nil {
+		progress(nb, nb)
+	}
+	return nil
+}
