@@ -157,6 +157,7 @@ func Run(ctx context.Context, cfg Config) error {
 	router := arm.NewRouter(verifier, authz, log, observe)
 	disks := &compute.Service{Store: store, Ops: runner, Clock: cfg.Clock, Volumes: volumes,
 		Signer: blobapi.Signer{Key: sasKey, Clock: cfg.Clock}, Chunks: chunks, InFlight: inflight, Permissions: authz}
+	volumes.Backing = disks.BackingReader
 	groups := &resources.Service{Store: store, Ops: runner, Clock: cfg.Clock, Cascades: []resources.Cascade{disks}}
 	groups.Routes(router)
 	authz.Routes(router)
@@ -217,6 +218,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := runner.Start(runCtx); err != nil {
 		return err
 	}
+	disks.Background = runCtx
+	if err := disks.ResumeHydration(runCtx); err != nil {
+		return fmt.Errorf("resume hydration: %w", err)
+	}
 	maintenance := &Maintenance{Chunks: chunks, InFlight: inflight, Clock: cfg.Clock, Log: log.With("component", "maintenance"),
 		GCInterval: cfg.GCInterval, GCGrace: cfg.GCGrace, VerifyInterval: cfg.VerifyInterval}
 	go maintenance.Run(runCtx)
@@ -249,6 +254,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	stopWork()
 	runner.Wait()
+	disks.WaitHydration()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

@@ -59,8 +59,13 @@ type Service struct {
 	// when NBD is not served.
 	NBDAddress func() string
 
-	frozen  frozenSet
-	exports liveExports
+	// Background is the context of background work (hydration); it ends
+	// at shutdown.
+	Background context.Context
+
+	frozen    frozenSet
+	exports   liveExports
+	hydrators hydrators
 }
 
 var _ resources.Cascade = (*Service)(nil)
@@ -503,16 +508,17 @@ func (s *Service) runProvision(ctx context.Context, op meta.Operation) (any, err
 		return nil, s.Volumes.Remove(in.UniqueID)
 	}
 	ensured := rec.Properties.DiskSizeBytes
-	if err := s.Volumes.Ensure(rec.Properties.UniqueID, ensured); err != nil {
-		return nil, err
-	}
-	// A disk made from a snapshot gets its bytes before it is usable; a
-	// rerun after a crash writes them again, which is harmless because
-	// nobody can write to the disk before it is Succeeded.
+	// A disk made from a snapshot is usable at once: its volume reads what
+	// is not yet local from its own copy of the snapshot's index, and a
+	// background task hydrates it.
+	hydrating := ""
 	if rec.RestoreFrom != "" {
-		if err := s.restore(ctx, rec.Properties.UniqueID, rec.RestoreFrom); err != nil {
+		if hydrating, err = s.prepareHydration(ctx, rec.Properties.UniqueID, rec.RestoreFrom, ensured); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.Volumes.Ensure(rec.Properties.UniqueID, ensured); err != nil {
+		return nil, err
 	}
 	// A delete (of the disk or its group) that ran while the volume was
 	// being made found nothing to remove; the volume is ours to remove.
@@ -540,10 +546,15 @@ func (s *Service) runProvision(ctx context.Context, op meta.Operation) (any, err
 			return nil
 		}
 		rec.Properties.ProvisioningState = provisioningSucceeded
-		rec.RestoreFrom = ""
+		if rec.RestoreFrom != "" {
+			rec.RestoreFrom, rec.Hydrating = "", hydrating
+		}
 		_, err = s.save(ctx, tx, res.Subscription, res.ResourceGroup, rec)
 		return err
 	})
+	if err == nil && hydrating != "" && !orphan {
+		s.startHydration(in.DiskID, in.UniqueID, hydrating)
+	}
 	if err == nil && orphan {
 		err = s.Volumes.Remove(in.UniqueID)
 	}
@@ -557,7 +568,11 @@ func (s *Service) runDelete(ctx context.Context, op meta.Operation) (any, error)
 	if err := json.Unmarshal(op.Input, &in); err != nil {
 		return nil, err
 	}
+	s.stopHydration(in.UniqueID)
 	if err := s.Volumes.Remove(in.UniqueID); err != nil {
+		return nil, err
+	}
+	if err := s.dropHydrationIndex(ctx, in.UniqueID); err != nil {
 		return nil, err
 	}
 	return nil, s.Store.InTx(ctx, func(tx meta.Tx) error {
@@ -594,7 +609,11 @@ func (s *Service) DeleteGroupContents(ctx context.Context, groupID string) error
 			if err != nil {
 				return err
 			}
+			s.stopHydration(rec.Properties.UniqueID)
 			if err := s.Volumes.Remove(rec.Properties.UniqueID); err != nil {
+				return err
+			}
+			if err := s.dropHydrationIndex(ctx, rec.Properties.UniqueID); err != nil {
 				return err
 			}
 		}

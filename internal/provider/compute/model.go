@@ -110,9 +110,13 @@ type record struct {
 	// ChangeBase is the index of the snapshot the volume's change set is
 	// relative to: the previous snapshot of an incremental one.
 	ChangeBase string `json:"cofferChangeBase,omitempty"`
-	// RestoreFrom is the snapshot index a disk created by Copy is filled
-	// from, until its provisioning has done so.
+	// RestoreFrom is the snapshot index a disk created by Copy is made
+	// from, until its provisioning has set it up.
 	RestoreFrom string `json:"cofferRestoreFrom,omitempty"`
+	// Hydrating is the index the disk's unwritten blocks are still read
+	// from (its own copy of the snapshot's, hydrate/<uniqueId>), until
+	// the background hydration has made the disk standalone.
+	Hydrating string `json:"cofferHydrating,omitempty"`
 	// Attachments are the hosts the disk is attached to over NBD.
 	Attachments []attachment `json:"cofferAttachments,omitempty"`
 }

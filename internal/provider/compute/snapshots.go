@@ -814,28 +814,6 @@ func (s *Service) newDiskFromSnapshot(ctx context.Context, tx meta.Tx, r *arm.Re
 	return rec, nil
 }
 
-// restore fills a new disk's volume from the snapshot index it was made
-// from. The index's chunks are leased for the duration so a garbage
-// collection cannot take them, even if the snapshot is deleted meanwhile.
-func (s *Service) restore(ctx context.Context, uniqueID, index string) error {
-	idx, err := s.Chunks.GetIndex(ctx, index)
-	if err != nil {
-		return err
-	}
-	lease := s.InFlight.Lease()
-	defer lease.Release()
-	lease.Add(idx.Digests...)
-	vol, err := s.Volumes.Open(uniqueID)
-	if err != nil {
-		return err
-	}
-	defer s.Volumes.Release(uniqueID)
-	if _, err := snapshot.NewReader(s.Chunks, idx, snapshot.ReaderOptions{CacheChunks: -1}).RestoreTo(ctx, vol, 0); err != nil {
-		return err
-	}
-	return vol.Flush()
-}
-
 // BackupTag marks the snapshots a backup instance made, as Azure Backup tags
 // the snapshots it creates; its value is the backup instance id.
 const BackupTag = "CofferBackupInstanceId"

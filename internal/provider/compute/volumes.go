@@ -3,6 +3,7 @@ package compute
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -22,6 +23,9 @@ import (
 type Volumes struct {
 	// Root is the directory that holds the volumes, <data-dir>/volumes.
 	Root string
+	// Backing opens the image a volume made from a snapshot still reads
+	// from (a chunk-store index); set before volumes are opened.
+	Backing func(name string) (io.ReaderAt, error)
 
 	mu   sync.Mutex
 	open map[string]*openVolume
@@ -95,8 +99,42 @@ func (v *Volumes) Open(uniqueID string) (*volume.Volume, error) {
 	if err != nil {
 		return nil, err
 	}
+	if name := vol.Backing(); name != "" {
+		if v.Backing == nil {
+			vol.Close()
+			return nil, fmt.Errorf("compute: volume %s reads from %s but no backing is configured", uniqueID, name)
+		}
+		src, err := v.Backing(name)
+		if err != nil {
+			vol.Close()
+			return nil, err
+		}
+		vol.SetBacking(src)
+	}
 	v.open[uniqueID] = &openVolume{vol: vol, refs: 1}
 	return vol, nil
+}
+
+// EnsureBacked creates the volume of size bytes reading from backing
+// unless it exists.
+func (v *Volumes) EnsureBacked(uniqueID string, size int64, backing string) error {
+	if err := checkUniqueID(uniqueID); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	ov := v.open[uniqueID]
+	v.mu.Unlock()
+	if ov != nil {
+		return nil
+	}
+	created, err := volume.CreateBacked(v.Dir(uniqueID), size, backing)
+	if err == nil {
+		return created.Close()
+	}
+	if errs.Is(err, errs.Conflict) {
+		return nil
+	}
+	return err
 }
 
 // Release gives back a reference Open handed out; the last one closes the
