@@ -471,15 +471,20 @@ func (s *Service) delete(ctx context.Context, r *arm.Request) (*arm.Response, er
 		op, err = s.Ops.Enqueue(ctx, tx, kindDelete, rec.ID, deleteInput{DiskID: rec.ID, UniqueID: rec.Properties.UniqueID})
 		return err
 	})
+	return s.deleteStarted(r, err, rec.Location, op)
+}
+
+// deleteStarted answers a delete: 204 when there was nothing to delete
+// (as in ARM), the LRO answer when its operation was recorded.
+func (s *Service) deleteStarted(r *arm.Request, err error, location string, op meta.Operation) (*arm.Response, error) {
 	if errs.Is(err, errs.NotFound) {
-		// Deleting what is not there succeeds, as in ARM.
 		return arm.NoContent(), nil
 	}
 	if err != nil {
 		return nil, err
 	}
 	s.Ops.Wake()
-	return accepted(r, http.StatusAccepted, nil, rec.Location, op), nil
+	return accepted(r, http.StatusAccepted, nil, location, op), nil
 }
 
 // runProvision creates or grows the disk's volume to the recorded size,

@@ -574,14 +574,7 @@ func (s *Service) deleteSnapshot(ctx context.Context, r *arm.Request) (*arm.Resp
 		op, err = s.Ops.Enqueue(ctx, tx, kindDeleteSnapshot, id, deleteSnapshotOp{SnapshotID: id})
 		return err
 	})
-	if errs.Is(err, errs.NotFound) {
-		return arm.NoContent(), nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	s.Ops.Wake()
-	return accepted(r, http.StatusAccepted, nil, rec.Location, op), nil
+	return s.deleteStarted(r, err, rec.Location, op)
 }
 
 // runDeleteSnapshot removes the index, then the row. Its chunks go at the
