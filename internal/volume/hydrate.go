@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -44,25 +45,43 @@ func CreateBacked(dir string, size int64, backing string) (*Volume, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	v, err := create(dir, size, DefaultBlockSize)
-	if err != nil {
-		return nil, err
+	// A plain volume already here is what a CreateBacked that crashed
+	// before naming its backing left: nothing can have written to it, so
+	// it is finished below. One that names the backing is done.
+	if raw, err := os.ReadFile(filepath.Join(dir, headerName)); err == nil {
+		var h header
+		if err := json.Unmarshal(raw, &h); err != nil {
+			return nil, errs.E(errs.Internal, "VolumeCorrupt", "bad volume header in %s", dir).Wrap(err)
+		}
+		if h.Backing == backing {
+			return Open(dir)
+		}
+		if h.Backing != "" || h.Size != size {
+			return nil, errs.E(errs.Conflict, "VolumeExists", "a different volume already exists in %s", dir)
+		}
+	} else {
+		v, err := create(dir, size, DefaultBlockSize)
+		if err != nil {
+			return nil, err
+		}
+		v.Close()
 	}
-	// The header names the backing last: until then the volume is plain
-	// and empty, which a retried create replaces.
-	v.Close()
 	n := wordsFor(nblocksFor(size, DefaultBlockSize)) * 8
 	f, err := os.OpenFile(filepath.Join(dir, hydratedName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Truncate(n); err == nil {
+	err = f.Truncate(n)
+	if err == nil {
 		err = f.Sync()
 	}
-	f.Close()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return nil, err
 	}
+	// The header names the backing last: it is the commit point.
 	if err := writeHeader(dir, header{Format: formatName, Version: formatVersion, Size: size, BlockSize: DefaultBlockSize, Backing: backing}); err != nil {
 		return nil, err
 	}

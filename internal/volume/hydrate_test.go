@@ -99,3 +99,30 @@ func TestBackedVolumeReadsWritesAndHydrates(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateBackedFinishesACrashedCreate: a plain volume left by a
+// CreateBacked that died before naming its backing is finished on retry;
+// a volume of another size or backing is refused.
+func TestCreateBackedFinishesACrashedCreate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vol")
+	v, err := Create(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	v, err = CreateBacked(dir, 1<<20, "idx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Backing() != "idx" {
+		t.Fatalf("backing %q", v.Backing())
+	}
+	v.Close()
+	if v, err = CreateBacked(dir, 1<<20, "idx"); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	v.Close()
+	if _, err := CreateBacked(dir, 1<<20, "other"); !errs.Is(err, errs.Conflict) {
+		t.Fatalf("another backing: %v", err)
+	}
+}

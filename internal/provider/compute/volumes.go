@@ -128,13 +128,10 @@ func (v *Volumes) EnsureBacked(uniqueID string, size int64, backing string) erro
 		return nil
 	}
 	created, err := volume.CreateBacked(v.Dir(uniqueID), size, backing)
-	if err == nil {
-		return created.Close()
+	if err != nil {
+		return err
 	}
-	if errs.Is(err, errs.Conflict) {
-		return nil
-	}
-	return err
+	return created.Close()
 }
 
 // Release gives back a reference Open handed out; the last one closes the
