@@ -3,6 +3,8 @@ package compute
 import (
 	"context"
 	"encoding/json"
+	"github.com/coffer-backup/coffer/internal/chunk"
+	"github.com/coffer-backup/coffer/internal/snapshot"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -42,10 +44,16 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { store.Close() })
 	clk := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	log := slog.New(slog.DiscardHandler)
+	chunks, err := chunk.Open(ctx, "", dir, chunk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { chunks.Close() })
 	svc := &Service{
 		Store: store, Clock: clk, Ops: ops.New(store, clk, log, ops.Config{}),
 		Volumes: NewVolumes(filepath.Join(dir, "volumes")),
 		Signer:  blobapi.Signer{Key: make([]byte, 32), Clock: clk},
+		Chunks:  chunks, InFlight: snapshot.NewInFlight(),
 	}
 	t.Cleanup(func() { svc.Volumes.Close() })
 	svc.Routes(arm.NewRouter(nil, nil, log, nil))
