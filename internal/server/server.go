@@ -179,6 +179,12 @@ func Run(ctx context.Context, cfg Config) error {
 		disks.NBDAddress = func() string { return nbdAddress }
 		nbdServer = &nbd.Server{Lookup: disks.NBDLookup, List: func(context.Context) []string { return []string{} },
 			Logger: log.With("component", "nbd")}
+		// Off loopback the export name (the disk's key) and the bytes must
+		// not cross the network in clear: NBD_OPT_STARTTLS becomes mandatory,
+		// with the server's certificate.
+		if ip := net.ParseIP(nbdHost); ip == nil || !ip.IsLoopback() {
+			nbdServer.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
 		go func() {
 			if err := nbdServer.Serve(nln); err != nil && !errors.Is(err, nbd.ErrServerClosed) {
 				log.Error("nbd server", "err", err)
