@@ -500,7 +500,7 @@ func (s *Service) runProvision(ctx context.Context, op meta.Operation) (any, err
 	// existed.
 	res, err := s.Store.GetResource(ctx, in.DiskID)
 	if errs.Is(err, errs.NotFound) {
-		return nil, s.Volumes.Remove(in.UniqueID)
+		return nil, s.removeVolume(ctx, in.UniqueID)
 	}
 	if err != nil {
 		return nil, err
@@ -510,7 +510,7 @@ func (s *Service) runProvision(ctx context.Context, op meta.Operation) (any, err
 		return nil, err
 	}
 	if rec.Properties.UniqueID != in.UniqueID || rec.Properties.ProvisioningState == provisioningDeleting {
-		return nil, s.Volumes.Remove(in.UniqueID)
+		return nil, s.removeVolume(ctx, in.UniqueID)
 	}
 	ensured := rec.Properties.DiskSizeBytes
 	// A disk made from a snapshot is usable at once: its volume reads what
@@ -561,9 +561,19 @@ func (s *Service) runProvision(ctx context.Context, op meta.Operation) (any, err
 		s.startHydration(in.DiskID, in.UniqueID, hydrating)
 	}
 	if err == nil && orphan {
-		err = s.Volumes.Remove(in.UniqueID)
+		err = s.removeVolume(ctx, in.UniqueID)
 	}
 	return nil, err
+}
+
+// removeVolume removes a disk's volume and, if it was made from a
+// snapshot, its hydration index (a GC root that would otherwise stay).
+func (s *Service) removeVolume(ctx context.Context, uniqueID string) error {
+	s.stopHydration(uniqueID)
+	if err := s.Volumes.Remove(uniqueID); err != nil {
+		return err
+	}
+	return s.dropHydrationIndex(ctx, uniqueID)
 }
 
 // runDelete removes the volume, then the row, unless the name now holds a
@@ -573,11 +583,7 @@ func (s *Service) runDelete(ctx context.Context, op meta.Operation) (any, error)
 	if err := json.Unmarshal(op.Input, &in); err != nil {
 		return nil, err
 	}
-	s.stopHydration(in.UniqueID)
-	if err := s.Volumes.Remove(in.UniqueID); err != nil {
-		return nil, err
-	}
-	if err := s.dropHydrationIndex(ctx, in.UniqueID); err != nil {
+	if err := s.removeVolume(ctx, in.UniqueID); err != nil {
 		return nil, err
 	}
 	return nil, s.Store.InTx(ctx, func(tx meta.Tx) error {
@@ -614,11 +620,7 @@ func (s *Service) DeleteGroupContents(ctx context.Context, groupID string) error
 			if err != nil {
 				return err
 			}
-			s.stopHydration(rec.Properties.UniqueID)
-			if err := s.Volumes.Remove(rec.Properties.UniqueID); err != nil {
-				return err
-			}
-			if err := s.dropHydrationIndex(ctx, rec.Properties.UniqueID); err != nil {
+			if err := s.removeVolume(ctx, rec.Properties.UniqueID); err != nil {
 				return err
 			}
 		}
