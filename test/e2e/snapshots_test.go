@@ -291,3 +291,45 @@ func TestVerifyFindsDamage(t *testing.T) {
 		t.Fatalf("verify output does not name the chunk and the snapshot:\n%s", out)
 	}
 }
+
+// TestGroupDeleteFreesSnapshots: deleting a resource group deletes its
+// disks' volumes and its snapshots' indexes, so their chunks are collected.
+func TestGroupDeleteFreesSnapshots(t *testing.T) {
+	s := startServer(t, "", "--gc-interval", "300ms", "--gc-grace", "-1s")
+	admin := s.token()
+	sub := newSubscription()
+	s.createGroup(admin, sub, "doomed")
+	img := writeImage(t, t.TempDir(), "g.raw", 24*mib, map[int64]int64{0: 4 * mib})
+	if out, err := s.run("disk", "import", img, "-g", "doomed", "--name", "d", "--subscription", sub); err != nil {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	disk := "/subscriptions/" + sub + "/resourceGroups/doomed/providers/Microsoft.Compute/disks/d"
+	snap := "/subscriptions/" + sub + "/resourceGroups/doomed/providers/Microsoft.Compute/snapshots/s"
+	if st := s.waitOperation(admin, s.snapshotNow(admin, disk, snap)); st["status"] != "Succeeded" {
+		t.Fatalf("snapshot: %v", st)
+	}
+	if chunkObjects(t, s.dataDir) == 0 {
+		t.Fatal("no chunks stored")
+	}
+	_, h, _ := s.do("DELETE", "/subscriptions/"+sub+"/resourceGroups/doomed?api-version=2021-04-01", admin, "")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, _, _ := s.do("GET", h.Get("Location"), admin, "")
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group delete still running: %d", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for chunkObjects(t, s.dataDir) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d chunks outlived their group", chunkObjects(t, s.dataDir))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(s.dataDir, "volumes")); len(entries) != 0 {
+		t.Fatalf("volumes outlived their group: %d", len(entries))
+	}
+}

@@ -609,26 +609,41 @@ func (s *Service) runDelete(ctx context.Context, op meta.Operation) (any, error)
 // DeleteGroupContents removes the volumes of every disk in the group; the
 // resource group's delete then removes the rows.
 func (s *Service) DeleteGroupContents(ctx context.Context, groupID string) error {
-	after := ""
-	for {
-		page, err := s.Store.ListResources(ctx, meta.Query{Type: DiskType, Under: groupID, After: after, Limit: 500})
-		if err != nil {
-			return err
-		}
-		for _, res := range page.Items {
-			rec, err := decodeRecord(res.Body)
+	// Disks lose their volumes; snapshots their indexes (their chunks go at
+	// the next collection). The group's delete then removes the rows.
+	for _, typ := range []string{DiskType, SnapshotType} {
+		after := ""
+		for {
+			page, err := s.Store.ListResources(ctx, meta.Query{Type: typ, Under: groupID, After: after, Limit: 500})
 			if err != nil {
 				return err
 			}
-			if err := s.removeVolume(ctx, rec.Properties.UniqueID); err != nil {
-				return err
+			for _, res := range page.Items {
+				if typ == DiskType {
+					rec, err := decodeRecord(res.Body)
+					if err != nil {
+						return err
+					}
+					if err := s.removeVolume(ctx, rec.Properties.UniqueID); err != nil {
+						return err
+					}
+					continue
+				}
+				var rec snapshotRecord
+				if err := json.Unmarshal(res.Body, &rec); err != nil {
+					return err
+				}
+				if err := snapshot.DeleteSnapshot(ctx, s.Chunks, rec.Index); err != nil && !errs.Is(err, errs.NotFound) {
+					return err
+				}
 			}
+			if page.Next == "" {
+				break
+			}
+			after = page.Next
 		}
-		if page.Next == "" {
-			return nil
-		}
-		after = page.Next
 	}
+	return nil
 }
 
 // operationStatus is the Compute status monitor body.
