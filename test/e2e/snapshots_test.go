@@ -333,3 +333,42 @@ func TestGroupDeleteFreesSnapshots(t *testing.T) {
 		t.Fatalf("volumes outlived their group: %d", len(entries))
 	}
 }
+
+// TestScheduledVerifyReportsDamage: the server's own verify job logs damage.
+func TestScheduledVerifyReportsDamage(t *testing.T) {
+	s := startServer(t, "", "--verify-interval", "300ms", "--gc-interval", "0")
+	admin := s.token()
+	sub := newSubscription()
+	s.createGroup(admin, sub, "rg")
+	img := writeImage(t, t.TempDir(), "v.raw", 24*mib, map[int64]int64{0: 2 * mib})
+	if out, err := s.run("disk", "import", img, "-g", "rg", "--name", "d", "--subscription", sub); err != nil {
+		t.Fatalf("import: %v\n%s", err, out)
+	}
+	disk := "/subscriptions/" + sub + "/resourceGroups/rg/providers/Microsoft.Compute/disks/d"
+	if st := s.waitOperation(admin, s.snapshotNow(admin, disk, "/subscriptions/"+sub+"/resourceGroups/rg/providers/Microsoft.Compute/snapshots/s")); st["status"] != "Succeeded" {
+		t.Fatalf("snapshot: %v", st)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(s.logs.String(), `"msg":"verify","component":"maintenance","checked":`) {
+		if time.Now().After(deadline) {
+			t.Fatal("the scheduled verify never ran")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var victim string
+	filepath.WalkDir(filepath.Join(s.dataDir, "blobs", "chunks"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() && victim == "" {
+			victim = path
+		}
+		return nil
+	})
+	raw, _ := os.ReadFile(victim)
+	raw[len(raw)-1] ^= 1
+	os.WriteFile(victim, raw, 0o600)
+	for !strings.Contains(s.logs.String(), `"msg":"verify found damage"`) {
+		if time.Now().After(deadline) {
+			t.Fatal("the scheduled verify did not report the damaged chunk")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
