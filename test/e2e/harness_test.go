@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -100,7 +101,7 @@ type server struct {
 	cmd      *exec.Cmd
 	endpoint string
 	client   *http.Client
-	logs     *strings.Builder
+	logs     *logBuffer
 	exited   chan error
 }
 
@@ -140,7 +141,7 @@ func (s *server) start(extra ...string) {
 		s.t.Fatal(err)
 	}
 	if s.logs == nil {
-		s.logs = &strings.Builder{}
+		s.logs = &logBuffer{}
 	}
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
@@ -233,6 +234,25 @@ func (s *server) run(args ...string) (string, error) {
 	cmd := exec.Command(binary, append(args, "--data-dir", s.dataDir)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// logBuffer collects the server's log lines; the test reads it while the
+// server writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) WriteString(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.WriteString(s)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 type staticToken string
