@@ -268,13 +268,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// Flip one byte in the middle of one stored chunk.
-	var victim string
-	filepath.WalkDir(filepath.Join(s.dataDir, "blobs", "chunks"), func(path string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() && victim == "" {
-			victim = path
-		}
-		return nil
-	})
+	victim := firstChunkFile(t, s.dataDir)
 	raw, err := os.ReadFile(victim)
 	if err != nil {
 		t.Fatal(err)
@@ -355,13 +349,7 @@ func TestScheduledVerifyReportsDamage(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	var victim string
-	filepath.WalkDir(filepath.Join(s.dataDir, "blobs", "chunks"), func(path string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() && victim == "" {
-			victim = path
-		}
-		return nil
-	})
+	victim := firstChunkFile(t, s.dataDir)
 	raw, _ := os.ReadFile(victim)
 	raw[len(raw)-1] ^= 1
 	os.WriteFile(victim, raw, 0o600)
@@ -371,4 +359,20 @@ func TestScheduledVerifyReportsDamage(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// firstChunkFile returns the path of one stored chunk object.
+func firstChunkFile(t *testing.T, dataDir string) string {
+	t.Helper()
+	var victim string
+	filepath.WalkDir(filepath.Join(dataDir, "blobs", "chunks"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() && victim == "" {
+			victim = path
+		}
+		return nil
+	})
+	if victim == "" {
+		t.Fatal("no chunk stored")
+	}
+	return victim
 }

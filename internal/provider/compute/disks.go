@@ -70,26 +70,38 @@ type Service struct {
 
 var _ resources.Cascade = (*Service)(nil)
 
+// resourceHandlers serve the operations disks and snapshots share.
+type resourceHandlers struct {
+	put, get, patch, delete, beginGetAccess, endGetAccess, listByGroup, listBySubscription arm.HandlerFunc
+}
+
+// registerResource adds the eight operations of a Compute resource type
+// (disks, snapshots) at their ARM paths, each with its RBAC action.
+func registerResource(r *arm.Router, typ, param string, h resourceHandlers) {
+	group := "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/" + typ
+	item := group + "/{" + param + "}"
+	action := "Microsoft.Compute/" + typ + "/"
+	for _, rt := range []struct {
+		method, pattern, action string
+		handler                 arm.HandlerFunc
+	}{
+		{http.MethodPut, item, "write", h.put},
+		{http.MethodGet, item, "read", h.get},
+		{http.MethodPatch, item, "write", h.patch},
+		{http.MethodDelete, item, "delete", h.delete},
+		{http.MethodPost, item + "/beginGetAccess", "beginGetAccess/action", h.beginGetAccess},
+		{http.MethodPost, item + "/endGetAccess", "endGetAccess/action", h.endGetAccess},
+		{http.MethodGet, group, "read", h.listByGroup},
+		{http.MethodGet, "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/" + typ, "read", h.listBySubscription},
+	} {
+		r.Handle(arm.Route{Method: rt.method, Pattern: rt.pattern, Versions: Versions, Action: action + rt.action, Handler: rt.handler})
+	}
+}
+
 // Routes registers the disk operations and the operation handlers.
 func (s *Service) Routes(r *arm.Router) {
-	const disk = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/disks/{diskName}"
-	const (
-		read   = "Microsoft.Compute/disks/read"
-		write  = "Microsoft.Compute/disks/write"
-		remove = "Microsoft.Compute/disks/delete"
-	)
-	r.Handle(arm.Route{Method: http.MethodPut, Pattern: disk, Versions: Versions, Action: write, Handler: s.put})
-	r.Handle(arm.Route{Method: http.MethodGet, Pattern: disk, Versions: Versions, Action: read, Handler: s.get})
-	r.Handle(arm.Route{Method: http.MethodPatch, Pattern: disk, Versions: Versions, Action: write, Handler: s.patch})
-	r.Handle(arm.Route{Method: http.MethodDelete, Pattern: disk, Versions: Versions, Action: remove, Handler: s.delete})
-	r.Handle(arm.Route{Method: http.MethodPost, Pattern: disk + "/beginGetAccess", Versions: Versions,
-		Action: "Microsoft.Compute/disks/beginGetAccess/action", Handler: s.beginGetAccess})
-	r.Handle(arm.Route{Method: http.MethodPost, Pattern: disk + "/endGetAccess", Versions: Versions,
-		Action: "Microsoft.Compute/disks/endGetAccess/action", Handler: s.endGetAccess})
-	r.Handle(arm.Route{Method: http.MethodGet, Pattern: "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/disks",
-		Versions: Versions, Action: read, Handler: s.listByGroup})
-	r.Handle(arm.Route{Method: http.MethodGet, Pattern: "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/disks",
-		Versions: Versions, Action: read, Handler: s.listBySubscription})
+	registerResource(r, "disks", "diskName", resourceHandlers{put: s.put, get: s.get, patch: s.patch, delete: s.delete,
+		beginGetAccess: s.beginGetAccess, endGetAccess: s.endGetAccess, listByGroup: s.listByGroup, listBySubscription: s.listBySubscription})
 	r.Handle(arm.Route{Method: http.MethodGet, Pattern: "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}/operations/{operationId}",
 		Versions: Versions, Action: "Microsoft.Compute/locations/operations/read", Handler: s.operation})
 	s.snapshotRoutes(r)

@@ -149,24 +149,9 @@ func (s *Service) release(v frozenView) {
 
 // snapshotRoutes registers the snapshot operations.
 func (s *Service) snapshotRoutes(r *arm.Router) {
-	const snap = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/snapshots/{snapshotName}"
-	const (
-		read   = "Microsoft.Compute/snapshots/read"
-		write  = "Microsoft.Compute/snapshots/write"
-		remove = "Microsoft.Compute/snapshots/delete"
-	)
-	r.Handle(arm.Route{Method: http.MethodPut, Pattern: snap, Versions: Versions, Action: write, Handler: s.putSnapshot})
-	r.Handle(arm.Route{Method: http.MethodGet, Pattern: snap, Versions: Versions, Action: read, Handler: s.getSnapshot})
-	r.Handle(arm.Route{Method: http.MethodPatch, Pattern: snap, Versions: Versions, Action: write, Handler: s.patchSnapshot})
-	r.Handle(arm.Route{Method: http.MethodDelete, Pattern: snap, Versions: Versions, Action: remove, Handler: s.deleteSnapshot})
-	r.Handle(arm.Route{Method: http.MethodPost, Pattern: snap + "/beginGetAccess", Versions: Versions,
-		Action: "Microsoft.Compute/snapshots/beginGetAccess/action", Handler: s.snapshotBeginGetAccess})
-	r.Handle(arm.Route{Method: http.MethodPost, Pattern: snap + "/endGetAccess", Versions: Versions,
-		Action: "Microsoft.Compute/snapshots/endGetAccess/action", Handler: s.snapshotEndGetAccess})
-	r.Handle(arm.Route{Method: http.MethodGet, Pattern: "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/snapshots",
-		Versions: Versions, Action: read, Handler: s.listSnapshots})
-	r.Handle(arm.Route{Method: http.MethodGet, Pattern: "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/snapshots",
-		Versions: Versions, Action: read, Handler: s.listSnapshots})
+	registerResource(r, "snapshots", "snapshotName", resourceHandlers{put: s.putSnapshot, get: s.getSnapshot, patch: s.patchSnapshot,
+		delete: s.deleteSnapshot, beginGetAccess: s.snapshotBeginGetAccess, endGetAccess: s.snapshotEndGetAccess,
+		listByGroup: s.listSnapshots, listBySubscription: s.listSnapshots})
 	s.Ops.Register(kindSnapshot, s.runSnapshot)
 	s.Ops.Register(kindDeleteSnapshot, s.runDeleteSnapshot)
 }
