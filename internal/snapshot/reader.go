@@ -4,7 +4,6 @@ import (
 	"container/list"
 	"context"
 	"io"
-	"runtime"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -130,14 +129,14 @@ func (r *Reader) Allocated() []volume.Range {
 }
 
 // RestoreTo writes the whole disk to dst with workers goroutines (default
-// runtime.NumCPU()): a full restore, or the hydration of a new disk. Zero
+// DefaultWorkers()): a full restore, or the hydration of a new disk. Zero
 // chunks are skipped, so dst must read as zeros where it is not written (a
 // new sparse file or volume of the right size) and stays sparse there. It
 // bypasses the cache and returns the bytes written. (It is not WriteTo:
 // that name belongs to io.WriterTo.)
 func (r *Reader) RestoreTo(ctx context.Context, dst io.WriterAt, workers int) (int64, error) {
 	if workers <= 0 {
-		workers = runtime.NumCPU()
+		workers = DefaultWorkers()
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	next := make(chan int, workers)
