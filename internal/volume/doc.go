@@ -17,13 +17,20 @@
 //
 // # On disk
 //
-//	volume.json  {"format","version","size","blockSize"}; replaced atomically
-//	             (write, fsync, rename, fsync dir); the authority on size
+//	volume.json  {"format","version","size","blockSize"[,"backing"]}; replaced
+//	             atomically (write, fsync, rename, fsync dir); the authority
+//	             on size; "backing" names the image a volume made by
+//	             CreateBacked still reads its unwritten blocks from
 //	data         sparse file of the volume's size; holes read as zeros
 //	cbt.meta     one page: magic, version, block size, epoch, pending flag,
 //	             clean/open state, kernel boot id (uint64 words, little-endian)
 //	cbt.0, cbt.1 bitmap slots, one bit per block; the epoch e uses slot e&1,
 //	             the other holds the uncommitted cut when the pending flag is set
+//	snapshot.cow while a Snapshot lives: sparse, the pre-images of blocks
+//	             written since it was taken, at their own offsets; removed on
+//	             Release and by Open (a snapshot does not outlive its process)
+//	hydrated     while a backed volume fills: one bit per block that is local
+//	             (mapped shared like cbt.*); removed once Hydrate is done
 //
 // Data goes through pread/pwrite on the data file; Zero punches a hole
 // (FALLOC_FL_PUNCH_HOLE), ZeroFill zeroes in place (FALLOC_FL_ZERO_RANGE);
