@@ -23,11 +23,7 @@ one attachment, a shared disk (maxShares > 1) that many.`,
   nbdinfo "$URI"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ref, err := df.ref(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := cf.client()
+			ref, c, err := diskTarget(&cf, &df, args[0])
 			if err != nil {
 				return err
 			}
@@ -57,11 +53,7 @@ func newDiskDetachCmd() *cobra.Command {
 		Short: "Detach a disk (every attachment, or one); open NBD connections stop at once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ref, err := df.ref(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := cf.client()
+			ref, c, err := diskTarget(&cf, &df, args[0])
 			if err != nil {
 				return err
 			}

@@ -146,11 +146,7 @@ func newDiskShowCmd() *cobra.Command {
   coffer disk show data-1 -g rg --subscription $SUB --data-dir ./coffer-data`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ref, err := df.ref(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := cf.client()
+			ref, c, err := diskTarget(&cf, &df, args[0])
 			if err != nil {
 				return err
 			}
@@ -225,11 +221,7 @@ func newDiskDeleteCmd() *cobra.Command {
 		Example: `  coffer disk delete data-1 -g rg --subscription $SUB --data-dir ./coffer-data`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ref, err := df.ref(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := cf.client()
+			ref, c, err := diskTarget(&cf, &df, args[0])
 			if err != nil {
 				return err
 			}
@@ -329,4 +321,14 @@ func revokeAccess(ctx context.Context, c *armclient.Client, ref diskRef) error {
 		return err
 	}
 	return await(ctx, c, resp)
+}
+
+// diskTarget resolves the disk a command names and the client to reach it.
+func diskTarget(cf *clientFlags, df *diskFlags, arg string) (diskRef, *armclient.Client, error) {
+	ref, err := df.ref(arg)
+	if err != nil {
+		return diskRef{}, nil, err
+	}
+	c, err := cf.client()
+	return ref, c, err
 }
