@@ -301,7 +301,9 @@ func (c *conn) optInfo(ctx context.Context, opt uint32, data []byte) (bool, erro
 		case errs.Is(err, errs.Forbidden), errs.Is(err, errs.Unauthenticated):
 			typ, msg = repErrPolicy, "access to the export is denied"
 		case !errs.Is(err, errs.NotFound):
-			c.log.Error("nbd export lookup failed", "export", name, "err", err)
+			// The export name may be a secret (coffer's attach keys): log a
+			// prefix that identifies it to its owner, not the name.
+			c.log.Error("nbd export lookup failed", "export_prefix", name[:min(4, len(name))], "err", err)
 		}
 		return false, c.optReply(opt, typ, []byte(msg))
 	}
