@@ -108,6 +108,14 @@ func TestSnapshotsSDK(t *testing.T) {
 		*p.ProvisioningState != "Succeeded" || p.TimeCreated == nil {
 		t.Fatalf("snapshot: %+v", p)
 	}
+	up, err := snaps.BeginUpdate(ctx, "snaps", "snap1", armcompute.SnapshotUpdate{Tags: map[string]*string{"keep": to.Ptr("yes")}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagged, err := up.PollUntilDone(ctx, fastPoll)
+	if err != nil || tagged.Tags["keep"] == nil || *tagged.Tags["keep"] != "yes" || *tagged.Properties.Incremental != true {
+		t.Fatalf("tag update: %+v %v", tagged.Snapshot, err)
+	}
 	full := take("full1", false)
 	if *full.Properties.Incremental || full.Properties.IncrementalSnapshotFamilyID != nil {
 		t.Fatalf("full snapshot: %+v", full.Properties)
