@@ -134,9 +134,12 @@ func (s *sqlStore) ClaimOperation(ctx context.Context, owner string, now time.Ti
 	// Pick candidates, then claim one with a conditional UPDATE: whoever
 	// changes the row owns it, on SQLite and PostgreSQL alike, with no
 	// dialect-specific locking.
+	// Runnable: not leased (or the lease ran out), or pinned to this owner
+	// at creation and never tried.
 	rows, err := s.q.QueryContext(ctx, s.rebind(`SELECT id FROM operations
-		WHERE status = ? AND lease_until < ? AND not_before <= ? ORDER BY started_at LIMIT 8`),
-		StatusInProgress, now.UnixNano(), now.UnixNano())
+		WHERE status = ? AND (lease_until < ? OR (lease_owner = ? AND attempts = 0)) AND not_before <= ?
+		ORDER BY started_at LIMIT 8`),
+		StatusInProgress, now.UnixNano(), owner, now.UnixNano())
 	if err != nil {
 		return Operation{}, false, err
 	}
@@ -156,8 +159,8 @@ func (s *sqlStore) ClaimOperation(ctx context.Context, owner string, now time.Ti
 	for _, id := range ids {
 		res, err := s.q.ExecContext(ctx, s.rebind(`UPDATE operations
 			SET lease_owner = ?, lease_until = ?, attempts = attempts + 1
-			WHERE id = ? AND status = ? AND lease_until < ?`),
-			owner, now.Add(lease).UnixNano(), id, StatusInProgress, now.UnixNano())
+			WHERE id = ? AND status = ? AND (lease_until < ? OR (lease_owner = ? AND attempts = 0))`),
+			owner, now.Add(lease).UnixNano(), id, StatusInProgress, now.UnixNano(), owner)
 		if err != nil {
 			return Operation{}, false, err
 		}

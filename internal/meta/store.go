@@ -117,9 +117,10 @@ type Store interface {
 	Tx
 	// InTx runs fn in one transaction, committed if fn returns nil.
 	InTx(ctx context.Context, fn func(Tx) error) error
-	// ClaimOperation leases one runnable operation (in progress, not leased
-	// or its lease expired, not_before passed) to owner until now+lease and
-	// counts the attempt. ok is false when there is none.
+	// ClaimOperation leases one runnable operation (in progress, not_before
+	// passed, and not leased, or its lease expired, or pinned to owner when
+	// it was created and not yet tried) to owner until now+lease and counts
+	// the attempt. ok is false when there is none.
 	ClaimOperation(ctx context.Context, owner string, now time.Time, lease time.Duration) (op Operation, ok bool, err error)
 	// RenewLease extends owner's lease; false if owner no longer holds it.
 	RenewLease(ctx context.Context, id, owner string, until time.Time) (bool, error)

@@ -82,13 +82,20 @@ func (r *Runner) Enqueue(ctx context.Context, tx meta.Tx, kind, resourceID strin
 	if err != nil {
 		return meta.Operation{}, err
 	}
+	// The operation is pinned to this node for a lease: the node that
+	// accepted the request runs it (it may hold state the work needs, such
+	// as a frozen snapshot view or the disk's volume), and another node
+	// takes it only if this one dies.
+	now := r.clock.Now()
 	op := meta.Operation{
 		ID:         uuid.NewString(),
 		Kind:       kind,
 		ResourceID: resourceID,
 		Status:     meta.StatusInProgress,
 		Input:      raw,
-		StartedAt:  r.clock.Now(),
+		StartedAt:  now,
+		LeaseOwner: r.cfg.Owner,
+		LeaseUntil: now.Add(r.cfg.Lease),
 	}
 	return op, tx.CreateOperation(ctx, op)
 }

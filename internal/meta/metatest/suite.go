@@ -28,6 +28,7 @@ func Run(t *testing.T, open func(t *testing.T) meta.Store) {
 		{"OperationLifecycle", testOperationLifecycle},
 		{"ClaimIsExclusive", testClaimExclusive},
 		{"AssignmentIndex", testAssignmentIndex},
+		{"PinnedOperation", testPinnedOperation},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -360,5 +361,31 @@ func testAssignmentIndex(t *testing.T, s meta.Store) {
 	}
 	if got, _ = s.AssignmentsOf(ctx, "p1"); len(got) != 0 {
 		t.Fatalf("index row outlived its resource: %+v", got)
+	}
+}
+
+// testPinnedOperation: an operation created leased to its node is run by
+// that node at once and by another only once the lease has run out.
+func testPinnedOperation(t *testing.T, s meta.Store) {
+	ctx := context.Background()
+	op := meta.Operation{ID: "pinned", Kind: "k", Input: []byte(`{}`), StartedAt: t0,
+		LeaseOwner: "nodeA", LeaseUntil: t0.Add(time.Minute)}
+	if err := s.CreateOperation(ctx, op); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.ClaimOperation(ctx, "nodeB", t0.Add(time.Second), time.Minute); ok {
+		t.Fatal("another node took a pinned operation")
+	}
+	got, ok, err := s.ClaimOperation(ctx, "nodeA", t0.Add(time.Second), time.Minute)
+	if err != nil || !ok || got.ID != "pinned" || got.Attempts != 1 {
+		t.Fatalf("owner claim: %+v %v %v", got, ok, err)
+	}
+	// Once tried, the pin is an ordinary lease: the owner cannot claim it
+	// again while it holds it, and another node can when it lapses.
+	if _, ok, _ := s.ClaimOperation(ctx, "nodeA", t0.Add(2*time.Second), time.Minute); ok {
+		t.Fatal("the owner claimed its own running operation twice")
+	}
+	if got, ok, _ := s.ClaimOperation(ctx, "nodeB", t0.Add(2*time.Minute), time.Minute); !ok || got.LeaseOwner != "nodeB" {
+		t.Fatalf("takeover after the lease: %+v %v", got, ok)
 	}
 }
