@@ -155,6 +155,13 @@ func additionalData(body []byte, d Digest) [adLen]byte {
 // the caller expects. Every failure is an errs.Internal; a body that is not
 // what d names is "ChunkCorrupt".
 func (c *codec) open(d Digest, body []byte, size int) ([]byte, error) {
+	return c.openInto(d, body, size, nil)
+}
+
+// openInto is open that decodes into dst when it has room (a compressed
+// chunk) or copies there (a stored one), so a caller that reuses dst reads
+// without allocating. body may be overwritten (it is decrypted in place).
+func (c *codec) openInto(d Digest, body []byte, size int, dst []byte) ([]byte, error) {
 	if len(body) < plainHeaderLen || string(body[0:4]) != chunkMagic {
 		return nil, corrupt(d, "no %s header", chunkMagic)
 	}
@@ -189,12 +196,18 @@ func (c *codec) open(d Digest, body []byte, size int) ([]byte, error) {
 		}
 	}
 	plain := payload
-	if flags&flagCompressed != 0 {
+	switch {
+	case flags&flagCompressed != 0:
+		if dst == nil || cap(dst) < length {
+			dst = make([]byte, 0, length)
+		}
 		var err error
-		plain, err = c.dec.DecodeAll(payload, make([]byte, 0, length))
+		plain, err = c.dec.DecodeAll(payload, dst[:0])
 		if err != nil {
 			return nil, corrupt(d, "zstd: %v", err)
 		}
+	case dst != nil && cap(dst) >= length && len(payload) == length:
+		plain = append(dst[:0], payload...) // the caller's buffer outlives body
 	}
 	if len(plain) != length {
 		return nil, corrupt(d, "%d bytes, header says %d", len(plain), length)

@@ -260,6 +260,41 @@ func (s *Store) Get(ctx context.Context, d Digest, size int) ([]byte, error) {
 	return s.codec.open(d, body, size)
 }
 
+// ReadInto reads chunk d of size bytes into dst's storage (which must have
+// room for size bytes) and returns it, checked as Get checks; it allocates
+// nothing per chunk, for restores that stream many chunks through a few
+// buffers.
+func (s *Store) ReadInto(ctx context.Context, d Digest, size int, dst []byte) ([]byte, error) {
+	if size < 0 || size > MaxChunkSize || cap(dst) < size {
+		return nil, errs.E(errs.Invalid, "InvalidChunkSize", "chunk size %d is outside [0, %d] or larger than the buffer", size, MaxChunkSize)
+	}
+	if d.IsZero() {
+		dst = dst[:size]
+		clear(dst)
+		return dst, nil
+	}
+	key := ChunkKey(d)
+	r, err := s.bucket.NewReader(ctx, key, nil)
+	if err != nil {
+		if gcerrors.Code(err) == gcerrors.NotFound {
+			return nil, errs.E(errs.NotFound, "ChunkNotFound", "chunk %s is not stored", d).WithTarget(d.String()).Wrap(err)
+		}
+		return nil, backendErr("ChunkGetFailed", key, err)
+	}
+	defer r.Close()
+	n := r.Size()
+	if n < 0 || n > int64(sealHeaderLen+MaxChunkSize+tagLen) {
+		return nil, corrupt(d, "object of %d bytes", n)
+	}
+	buf := s.codec.getBuf(int(n))
+	defer s.codec.putBuf(buf)
+	body := (*buf)[:n]
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, backendErr("ChunkGetFailed", key, err)
+	}
+	return s.codec.openInto(d, body, size, dst[:0])
+}
+
 // Has implements Getter.
 func (s *Store) Has(ctx context.Context, d Digest) (bool, error) {
 	if d.IsZero() {

@@ -38,6 +38,14 @@ var (
 	_ Source      = (*Reader)(nil)
 )
 
+// chunkReaderInto is what a store offers to read chunks into the caller's
+// buffers (*chunk.Store does); a restore then allocates nothing per chunk.
+type chunkReaderInto interface {
+	ReadInto(ctx context.Context, d chunk.Digest, size int, dst []byte) ([]byte, error)
+}
+
+var _ chunkReaderInto = (*chunk.Store)(nil)
+
 // ReaderOptions tune a Reader.
 type ReaderOptions struct {
 	// CacheChunks is how many decoded chunks to keep (LRU); default
@@ -156,11 +164,22 @@ func (r *Reader) RestoreTo(ctx context.Context, dst io.WriterAt, workers int) (i
 		}
 		return nil
 	})
+	into, reuse := r.store.(chunkReaderInto)
 	for range workers {
 		g.Go(func() error {
+			var buf []byte
+			if reuse {
+				buf = make([]byte, 0, r.idx.ChunkSize)
+			}
 			for i := range next {
 				n := r.idx.ChunkLen(i)
-				b, err := r.store.Get(gctx, r.idx.Digests[i], n)
+				var b []byte
+				var err error
+				if reuse {
+					b, err = into.ReadInto(gctx, r.idx.Digests[i], n, buf)
+				} else {
+					b, err = r.store.Get(gctx, r.idx.Digests[i], n)
+				}
 				if err != nil {
 					return err
 				}

@@ -44,6 +44,7 @@ func Run(t *testing.T, newBucket NewBucket) {
 		{"ListAndDelete", testListAndDelete},
 		{"ConcurrentSamePut", testConcurrentSamePut},
 		{"ConcurrentPutGet", testConcurrentPutGet},
+		{"ReadInto", testReadInto},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -285,6 +286,8 @@ func testFlippedByte(t *testing.T, b *blob.Bucket) {
 						return body
 					})
 					_, err := s.Get(ctxOf(t), d, len(plain))
+					WantCode(t, err, errs.Internal, "ChunkCorrupt")
+					_, err = s.ReadInto(ctxOf(t), d, len(plain), make([]byte, len(plain)))
 					WantCode(t, err, errs.Internal, "ChunkCorrupt")
 				})
 			}
@@ -604,4 +607,34 @@ func testConcurrentPutGet(t *testing.T, b *blob.Bucket) {
 	if n := len(objects(t, b, "chunks/")); n != workers*each/2+each/2 {
 		t.Fatalf("%d chunk objects, want %d", n, workers*each/2+each/2)
 	}
+}
+
+// testReadInto: ReadInto returns what Get returns, in the caller's buffer,
+// for random, compressible and zero chunks, and refuses what Get refuses.
+func testReadInto(t *testing.T, b *blob.Bucket) {
+	s := encrypted(t, b)
+	buf := make([]byte, 0, 1<<20)
+	for name, plain := range map[string][]byte{
+		"random": Random(1 << 20), "compressible": Compressible(1<<20, 3), "short": Random(777), "zero": make([]byte, 4096),
+	} {
+		d, _ := mustPut(t, s, plain)
+		got, err := s.ReadInto(ctxOf(t), d, len(plain), buf)
+		if err != nil || !bytes.Equal(got, plain) {
+			t.Fatalf("%s: ReadInto = %d bytes, %v", name, len(got), err)
+		}
+		if len(got) > 0 && &got[0] != &buf[:1][0] {
+			t.Fatalf("%s: ReadInto did not use the caller's buffer", name)
+		}
+	}
+	d, _ := mustPut(t, s, Random(4096))
+	if _, err := s.ReadInto(ctxOf(t), d, 4096, make([]byte, 100)); err == nil {
+		t.Fatal("ReadInto into a short buffer succeeded")
+	}
+	if _, err := s.ReadInto(ctxOf(t), d, 4095, buf); err == nil {
+		t.Fatal("ReadInto with the wrong size succeeded")
+	}
+	var missing chunk.Digest
+	missing[0] = 1
+	_, err := s.ReadInto(ctxOf(t), missing, 10, buf)
+	WantCode(t, err, errs.NotFound, "ChunkNotFound")
 }
