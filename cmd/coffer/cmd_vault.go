@@ -32,6 +32,16 @@ func vaultRef(f *diskFlags, arg string) (string, error) {
 	return "/subscriptions/" + sub + "/resourceGroups/" + f.group + "/providers/Microsoft.DataProtection/backupVaults/" + arg, nil
 }
 
+// vaultTarget resolves the vault a command names and the client to reach it.
+func vaultTarget(cf *clientFlags, df *diskFlags, arg string) (string, *armclient.Client, error) {
+	id, err := vaultRef(df, arg)
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := cf.client()
+	return id, c, err
+}
+
 func printJSON(cmd *cobra.Command, v any) error {
 	enc := json.NewEncoder(cmd.OutOrStdout())
 	enc.SetIndent("", "  ")
@@ -215,11 +225,7 @@ PT6H, PT8H, PT12H or P1D; --retention an ISO 8601 duration up to one year.`,
 			if interval == "" || retention == "" {
 				return fmt.Errorf("give --default-disk, or both --interval and --retention")
 			}
-			id, err := vaultRef(&df, vault)
-			if err != nil {
-				return err
-			}
-			c, err := cf.client()
+			id, c, err := vaultTarget(&cf, &df, vault)
 			if err != nil {
 				return err
 			}

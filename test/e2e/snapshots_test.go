@@ -302,10 +302,7 @@ func TestGroupDeleteFreesSnapshots(t *testing.T) {
 	sub := newSubscription()
 	s.createGroup(admin, sub, "doomed")
 	img := writeImage(t, t.TempDir(), "g.raw", 24*mib, map[int64]int64{0: 4 * mib})
-	if out, err := s.run("disk", "import", img, "-g", "doomed", "--name", "d", "--subscription", sub); err != nil {
-		t.Fatalf("import: %v\n%s", err, out)
-	}
-	disk := "/subscriptions/" + sub + "/resourceGroups/doomed/providers/Microsoft.Compute/disks/d"
+	disk := s.importDisk(sub, "doomed", "d", img)
 	snap := "/subscriptions/" + sub + "/resourceGroups/doomed/providers/Microsoft.Compute/snapshots/s"
 	if st := s.waitOperation(admin, s.snapshotNow(admin, disk, snap)); st["status"] != "Succeeded" {
 		t.Fatalf("snapshot: %v", st)
@@ -343,10 +340,7 @@ func TestScheduledVerifyReportsDamage(t *testing.T) {
 	sub := newSubscription()
 	s.createGroup(admin, sub, "rg")
 	img := writeImage(t, t.TempDir(), "v.raw", 24*mib, map[int64]int64{0: 2 * mib})
-	if out, err := s.run("disk", "import", img, "-g", "rg", "--name", "d", "--subscription", sub); err != nil {
-		t.Fatalf("import: %v\n%s", err, out)
-	}
-	disk := "/subscriptions/" + sub + "/resourceGroups/rg/providers/Microsoft.Compute/disks/d"
+	disk := s.importDisk(sub, "rg", "d", img)
 	if st := s.waitOperation(admin, s.snapshotNow(admin, disk, "/subscriptions/"+sub+"/resourceGroups/rg/providers/Microsoft.Compute/snapshots/s")); st["status"] != "Succeeded" {
 		t.Fatalf("snapshot: %v", st)
 	}
@@ -383,4 +377,13 @@ func firstChunkFile(t *testing.T, dataDir string) string {
 		t.Fatal("no chunk stored")
 	}
 	return victim
+}
+
+// importDisk uploads a raw image as a new disk with the CLI and returns its id.
+func (s *server) importDisk(sub, group, name, image string) string {
+	s.t.Helper()
+	if out, err := s.run("disk", "import", image, "-g", group, "--name", name, "--subscription", sub); err != nil {
+		s.t.Fatalf("import: %v\n%s", err, out)
+	}
+	return "/subscriptions/" + sub + "/resourceGroups/" + group + "/providers/Microsoft.Compute/disks/" + name
 }
