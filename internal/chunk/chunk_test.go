@@ -11,8 +11,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"gocloud.dev/blob/memblob"
+	"golang.org/x/sys/unix"
 
 	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/chunk/chunktest"
@@ -282,4 +284,62 @@ func TestPutAfterFailedWriter(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestDirectIO: a directory bucket writes and reads chunk bodies around
+// the page cache (direct.go), all but the last partial block, and what it
+// reads back is the chunk.
+func TestDirectIO(t *testing.T) {
+	ctx := t.Context()
+	dataDir := t.TempDir()
+	s, err := chunk.Open(ctx, "", dataDir, chunk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	plain := chunktest.Random(1<<20 + 100) // an object of 1 MiB + 148 bytes: 257 pages
+	d, stored, err := s.Put(ctx, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dataDir, "blobs", chunk.ChunkKey(d))
+	if resident, pages := cachedPages(t, path); resident > 1 || pages != int((stored+4095)/4096) {
+		t.Fatalf("after Put, %d of the object's %d pages are in the page cache, want at most the tail", resident, pages)
+	}
+	buf := make([]byte, 0, len(plain))
+	got, err := s.ReadInto(ctx, d, len(plain), buf)
+	if err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("ReadInto: %v", err)
+	}
+	if resident, _ := cachedPages(t, path); resident > 1 {
+		t.Fatalf("after ReadInto, %d pages are in the page cache, want at most the tail", resident)
+	}
+}
+
+// cachedPages reports how many of a file's pages are in the page cache,
+// and how many it has.
+func cachedPages(t *testing.T, path string) (resident, pages int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := syscall.Mmap(int(f.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(m)
+	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	for _, v := range vec {
+		resident += int(v & 1)
+	}
+	return resident, len(vec)
 }

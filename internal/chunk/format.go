@@ -88,39 +88,40 @@ func (c *codec) close() {
 	c.dec.Close()
 }
 
-// getBuf returns a pooled buffer with capacity for n bytes; putBuf returns it.
+// getBuf returns a pooled buffer with capacity for n bytes, aligned for
+// direct I/O (direct.go); putBuf returns it.
 func (c *codec) getBuf(n int) *[]byte {
 	if p, ok := c.bufs.Get().(*[]byte); ok && cap(*p) >= n {
 		return p
 	}
-	b := make([]byte, 0, n)
+	b := alignedBuf(n)
 	return &b
 }
 
 func (c *codec) putBuf(p *[]byte) { c.bufs.Put(p) }
 
 // seal builds the object body for plain, whose digest is d, in *buf. The
-// result aliases *buf.
+// result aliases *buf. The plaintext is read once by the encoder, or, when
+// the sample says it will not shrink (worthCompressing) or it did not,
+// once by AES-GCM, which writes the ciphertext straight into the body.
 func (c *codec) seal(d Digest, plain []byte, buf *[]byte) []byte {
 	hdr := plainHeaderLen
 	if c.aead != nil {
 		hdr = sealHeaderLen
 	}
-	need := hdr + len(plain) + tagLen
+	need := hdr + max(len(plain), c.enc.MaxEncodedSize(len(plain))) + tagLen
 	if cap(*buf) < need {
-		*buf = make([]byte, 0, need)
+		*buf = alignedBuf(need)
 	}
 	b := (*buf)[:hdr]
 
 	flags := byte(0)
-	payload := c.enc.EncodeAll(plain, b[hdr:hdr])
-	if len(payload) < len(plain) {
-		flags |= flagCompressed
-		if &payload[0] != &(*buf)[:need][hdr] { // the encoder grew its own slice
-			payload = append(b[hdr:hdr], payload...)
+	payload := plain // what is sealed or stored
+	if worthCompressing(plain) {
+		if z := c.enc.EncodeAll(plain, b[hdr:hdr]); len(z) < len(plain) {
+			flags |= flagCompressed
+			payload = z // in *buf: need covers the encoder's bound
 		}
-	} else {
-		payload = append(b[hdr:hdr], plain...)
 	}
 
 	copy(b[0:4], chunkMagic)
@@ -128,6 +129,9 @@ func (c *codec) seal(d Digest, plain []byte, buf *[]byte) []byte {
 	binary.LittleEndian.PutUint32(b[8:12], uint32(len(plain)))
 	if c.aead == nil {
 		b[4] = flags
+		if &payload[0] != &(*buf)[:need][hdr] { // not already in the body
+			payload = append(b[hdr:hdr], payload...)
+		}
 		return b[:hdr+len(payload)]
 	}
 	b[4] = flags | flagEncrypted
@@ -137,7 +141,9 @@ func (c *codec) seal(d Digest, plain []byte, buf *[]byte) []byte {
 		panic("crypto/rand failed: " + err.Error()) // documented never to fail on Linux
 	}
 	ad := additionalData(b, d)
-	sealed := c.aead.Seal(payload[:0], nonce, payload, ad[:])
+	// In place when compressed (payload starts at b[hdr:]); from plain
+	// into the body otherwise.
+	sealed := c.aead.Seal(b[hdr:hdr], nonce, payload, ad[:])
 	return b[:hdr+len(sealed)]
 }
 
@@ -177,6 +183,10 @@ func (c *codec) openInto(d Digest, body []byte, size int, dst []byte) ([]byte, e
 		return nil, corrupt(d, "length %d, expected %d", length, size)
 	}
 	payload := body[plainHeaderLen:]
+	// A stored (uncompressed) chunk read into dst is decrypted or copied
+	// straight there; a compressed one is decrypted in place and decoded
+	// into dst.
+	direct := flags&flagCompressed == 0 && dst != nil && cap(dst) >= length
 	if flags&flagEncrypted != 0 {
 		if c.aead == nil {
 			return nil, errs.E(errs.Internal, "ChunkKeyMissing", "chunk %s is encrypted and this store has no key", d)
@@ -189,10 +199,20 @@ func (c *codec) openInto(d Digest, body []byte, size int, dst []byte) ([]byte, e
 				"chunk %s was sealed with key id %x, this store's key is %x", d, body[plainHeaderLen:plainHeaderLen+keyIDLen], c.keyID)
 		}
 		ad := additionalData(body, d)
+		out := body[sealHeaderLen:sealHeaderLen]
+		if direct {
+			if len(body)-sealHeaderLen-tagLen != length {
+				return nil, corrupt(d, "%d bytes, header says %d", len(body)-sealHeaderLen-tagLen, length)
+			}
+			out = dst[:0]
+		}
 		var err error
-		payload, err = c.aead.Open(body[sealHeaderLen:sealHeaderLen], body[plainHeaderLen+keyIDLen:sealHeaderLen], body[sealHeaderLen:], ad[:])
+		payload, err = c.aead.Open(out, body[plainHeaderLen+keyIDLen:sealHeaderLen], body[sealHeaderLen:], ad[:])
 		if err != nil {
 			return nil, corrupt(d, "authentication failed")
+		}
+		if direct {
+			direct = false // already in dst
 		}
 	}
 	plain := payload
@@ -206,7 +226,7 @@ func (c *codec) openInto(d Digest, body []byte, size int, dst []byte) ([]byte, e
 		if err != nil {
 			return nil, corrupt(d, "zstd: %v", err)
 		}
-	case dst != nil && cap(dst) >= length && len(payload) == length:
+	case direct && len(payload) == length:
 		plain = append(dst[:0], payload...) // the caller's buffer outlives body
 	}
 	if len(plain) != length {

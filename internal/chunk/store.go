@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gocloud.dev/blob"
@@ -102,7 +105,20 @@ type Store struct {
 
 	mu       sync.Mutex
 	inflight map[Digest]*putCall // one writer per digest at a time
+
+	// Background write-back (see wrote).
+	unsynced atomic.Int64
+	flushing atomic.Bool
+	flushes  sync.WaitGroup
 }
+
+// flushEvery is how many bytes a file bucket's Puts write before a
+// background Sync starts writing them back. The kernel would otherwise
+// hold a backup's chunks in the page cache (up to a fifth of memory) and
+// write them only when PutIndex syncs, so the disk would sit idle while
+// the backup reads and then make the backup wait while it writes; with
+// write-back running alongside, PutIndex's Sync finds little left to do.
+const flushEvery = 256 << 20
 
 type putCall struct {
 	done chan struct{}
@@ -141,6 +157,7 @@ func New(bucket *blob.Bucket, opts Options) (*Store, error) {
 
 // Close releases the codec, and the bucket if Open opened it.
 func (s *Store) Close() error {
+	s.flushes.Wait()
 	s.codec.close()
 	if s.closer != nil {
 		return s.closer()
@@ -222,21 +239,52 @@ func (s *Store) put(ctx context.Context, d Digest, plain []byte) (int64, error) 
 	if err := writeObject(ctx, s.bucket, key, body); err != nil {
 		return 0, backendErr("ChunkPutFailed", key, err)
 	}
+	s.wrote(len(body))
 	return int64(len(body)), nil
+}
+
+// wrote counts n bytes written and, every flushEvery bytes, starts a Sync
+// in the background (one at a time). Its error is dropped: the Sync before
+// an index reports it.
+func (s *Store) wrote(n int) {
+	if s.sync == nil || s.unsynced.Add(int64(n)) < flushEvery || !s.flushing.CompareAndSwap(false, true) {
+		return
+	}
+	s.unsynced.Store(0)
+	s.flushes.Add(1)
+	go func() {
+		defer s.flushes.Done()
+		defer s.flushing.Store(false)
+		_ = s.sync(context.Background())
+	}()
 }
 
 // writeObject writes body as key. It is Bucket.WriteAll without the MD5s:
 // WriteAll hashes the body twice more to check itself, which cost more CPU
 // than zstd, AES and BLAKE3 together. Chunks carry their own check; the S3
-// SDK still adds its CRC to each request.
+// SDK still adds its CRC to each request. A directory bucket's temporary
+// file is written directly (direct.go).
 func writeObject(ctx context.Context, b *blob.Bucket, key string, body []byte) error {
-	w, err := b.NewWriter(ctx, key, &blob.WriterOptions{ContentType: contentType})
+	written := false
+	w, err := b.NewWriter(ctx, key, &blob.WriterOptions{
+		ContentType: contentType,
+		BeforeWrite: func(as func(any) bool) error {
+			var f *os.File
+			if !as(&f) {
+				return nil // not a file: write through the Writer
+			}
+			written = true
+			return writeDirect(f, body)
+		},
+	})
 	if err != nil {
 		return err
 	}
-	if _, err := w.Write(body); err != nil {
-		w.Close()
-		return err
+	if !written {
+		if _, err := w.Write(body); err != nil {
+			w.Close()
+			return err
+		}
 	}
 	return w.Close()
 }
@@ -274,7 +322,33 @@ func (s *Store) ReadInto(ctx context.Context, d Digest, size int, dst []byte) ([
 		return dst, nil
 	}
 	key := ChunkKey(d)
-	r, err := s.bucket.NewReader(ctx, key, nil)
+	max := sealHeaderLen + size + tagLen // the largest object a chunk of size makes
+	buf := s.codec.getBuf((max + directAlign - 1) &^ (directAlign - 1))
+	defer s.codec.putBuf(buf)
+	var body []byte
+	var readErr error
+	r, err := s.bucket.NewReader(ctx, key, &blob.ReaderOptions{
+		BeforeRead: func(as func(any) bool) error {
+			var f *os.File
+			if !as(&f) {
+				return nil // not a file: read through the Reader
+			}
+			fi, err := f.Stat()
+			if err != nil {
+				readErr = err
+				return nil
+			}
+			if fi.Size() > int64(max) {
+				readErr = corrupt(d, "object of %d bytes", fi.Size())
+				return nil
+			}
+			body, readErr = readDirect(f, int(fi.Size()), *buf)
+			if readErr == nil {
+				body = slices.Clip(body) // decrypted in place; must not grow into the pool's buffer
+			}
+			return nil
+		},
+	})
 	if err != nil {
 		if gcerrors.Code(err) == gcerrors.NotFound {
 			return nil, errs.E(errs.NotFound, "ChunkNotFound", "chunk %s is not stored", d).WithTarget(d.String()).Wrap(err)
@@ -282,15 +356,21 @@ func (s *Store) ReadInto(ctx context.Context, d Digest, size int, dst []byte) ([
 		return nil, backendErr("ChunkGetFailed", key, err)
 	}
 	defer r.Close()
-	n := r.Size()
-	if n < 0 || n > int64(sealHeaderLen+MaxChunkSize+tagLen) {
-		return nil, corrupt(d, "object of %d bytes", n)
+	if readErr != nil {
+		if _, ok := readErr.(*errs.Error); ok {
+			return nil, readErr
+		}
+		return nil, backendErr("ChunkGetFailed", key, readErr)
 	}
-	buf := s.codec.getBuf(int(n))
-	defer s.codec.putBuf(buf)
-	body := (*buf)[:n]
-	if _, err := io.ReadFull(r, body); err != nil {
-		return nil, backendErr("ChunkGetFailed", key, err)
+	if body == nil {
+		n := r.Size()
+		if n < 0 || n > int64(max) {
+			return nil, corrupt(d, "object of %d bytes", n)
+		}
+		body = (*buf)[:n]
+		if _, err := io.ReadFull(r, body); err != nil {
+			return nil, backendErr("ChunkGetFailed", key, err)
+		}
 	}
 	return s.codec.openInto(d, body, size, dst[:0])
 }

@@ -317,12 +317,6 @@ func (u *upload) allocatedOnly(spans []span) []span {
 	return read
 }
 
-type job struct {
-	i   int64
-	buf []byte
-	n   int
-}
-
 type result struct {
 	i      int64
 	d      chunk.Digest
@@ -332,6 +326,10 @@ type result struct {
 }
 
 // run reads the chunks in spans and Puts them with Workers goroutines.
+// Each worker reads its own chunks: reading is a large part of the work
+// (the copy out of the page cache, and the kernel zeroing the holes its
+// readahead lands on), and one reader feeding the others kept a core busy
+// on its own while the device waited.
 func (u *upload) run(ctx context.Context, spans []span) error {
 	var total int64
 	for _, s := range spans {
@@ -345,46 +343,16 @@ func (u *upload) run(ctx context.Context, spans []span) error {
 		return nil
 	}
 	workers := u.req.Workers
-	depth := 2*workers + 2 // buffers: one being read, two queued per worker
-	free := make(chan []byte, depth)
-	jobs := make(chan job, workers)
-	results := make(chan result, depth)
+	next := make(chan int64, workers)
+	results := make(chan result, workers)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		defer close(jobs)
-		allocated := 0
+		defer close(next)
 		for _, s := range spans {
 			for i := s.first; i < s.end; i++ {
-				var buf []byte
 				select {
-				case buf = <-free:
-				default:
-					if allocated < depth {
-						buf = make([]byte, u.cs)
-						allocated++
-					} else {
-						select {
-						case buf = <-free:
-						case <-gctx.Done():
-							return gctx.Err()
-						}
-					}
-				}
-				off := i * u.cs
-				n := int(min(u.cs, u.size-off))
-				got, err := u.req.Source.ReadAt(buf[:n], off)
-				if got == n && err == io.EOF {
-					err = nil
-				}
-				if err == nil && got < n {
-					err = io.ErrUnexpectedEOF
-				}
-				if err != nil {
-					return errs.E(errs.Internal, "SourceReadFailed", "reading %d bytes at %d", n, off).Wrap(err)
-				}
-				select {
-				case jobs <- job{i: i, buf: buf, n: n}:
+				case next <- i:
 				case <-gctx.Done():
 					return gctx.Err()
 				}
@@ -396,9 +364,9 @@ func (u *upload) run(ctx context.Context, spans []span) error {
 	for range workers {
 		g.Go(func() error {
 			defer func() { wg <- struct{}{} }()
-			for j := range jobs {
-				r, err := u.store1(gctx, j)
-				free <- j.buf
+			buf := make([]byte, u.cs)
+			for i := range next {
+				r, err := u.readAndStore(gctx, i, buf)
 				if err != nil {
 					return err
 				}
@@ -439,16 +407,32 @@ func (u *upload) run(ctx context.Context, spans []span) error {
 	return g.Wait()
 }
 
+// readAndStore reads chunk i into buf and stores it.
+func (u *upload) readAndStore(ctx context.Context, i int64, buf []byte) (result, error) {
+	off := i * u.cs
+	n := int(min(u.cs, u.size-off))
+	got, err := u.req.Source.ReadAt(buf[:n], off)
+	if got == n && err == io.EOF {
+		err = nil
+	}
+	if err == nil && got < n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return result{}, errs.E(errs.Internal, "SourceReadFailed", "reading %d bytes at %d", n, off).Wrap(err)
+	}
+	return u.store1(ctx, i, buf[:n])
+}
+
 // store1 stores one chunk and registers its digest. Put's own existence
 // check may be a dedup hit on a chunk GC is about to delete, so the chunk
 // is checked again once the lease holds it, and written again if it went.
-func (u *upload) store1(ctx context.Context, j job) (result, error) {
-	plain := j.buf[:j.n]
+func (u *upload) store1(ctx context.Context, i int64, plain []byte) (result, error) {
 	d, stored, err := u.store.Put(ctx, plain)
 	if err != nil {
 		return result{}, err
 	}
-	r := result{i: j.i, d: d, n: j.n, stored: stored}
+	r := result{i: i, d: d, n: len(plain), stored: stored}
 	if d.IsZero() {
 		return r, nil
 	}

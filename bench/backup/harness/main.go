@@ -255,10 +255,10 @@ func openStore(ctx context.Context, data string) (*chunk.Store, error) {
 	return chunk.Open(ctx, "", data, chunk.Options{})
 }
 
-// upload takes a snapshot the way the service will: cut the change set,
-// upload (full when there is no previous snapshot), commit the cut.
-// Nothing writes the volume meanwhile, so the volume is its own frozen
-// view.
+// upload takes a snapshot the way the service does: freeze the volume
+// (the copy-on-write view, which also cuts the change set), upload from
+// the view (full when there is no previous snapshot), commit the change
+// set and release the view.
 func upload(ctx context.Context, dir, data, name, prevName string, workers int) error {
 	start := time.Now()
 	phase := func(what string) { result("t_"+what, fmt.Sprintf("%.3f", time.Since(start).Seconds())) }
@@ -274,21 +274,23 @@ func upload(ctx context.Context, dir, data, name, prevName string, workers int) 
 	}
 	defer store.Close()
 	phase("open_store")
-	cut, epoch, err := v.SwapChanged()
+	view, err := v.Snapshot()
 	if err != nil {
 		return err
 	}
-	phase("cut")
-	req := snapshot.UploadRequest{Name: name, Source: v, Changed: cut, Workers: workers, InFlight: snapshot.NewInFlight()}
+	defer view.Release()
+	phase("freeze")
+	req := snapshot.UploadRequest{Name: name, Source: view, Workers: workers, InFlight: snapshot.NewInFlight()}
 	if prevName != "" {
 		prev, err := store.GetIndex(ctx, prevName)
 		if err != nil {
 			return err
 		}
 		req.Previous, req.PreviousName = &prev, prevName
+		req.Changed, req.ChangedBlockSize = view.Changed(), view.BlockSize()
 	}
 	phase("previous")
-	if req.Allocated, err = v.Allocated(); err != nil {
+	if req.Allocated, err = view.Allocated(); err != nil {
 		return err
 	}
 	phase("allocated")
@@ -304,7 +306,7 @@ func upload(ctx context.Context, dir, data, name, prevName string, workers int) 
 		return err
 	}
 	phase("upload")
-	if err := v.CommitChanged(epoch); err != nil {
+	if err := view.Commit(); err != nil {
 		return err
 	}
 	phase("commit")

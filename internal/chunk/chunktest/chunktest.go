@@ -86,6 +86,20 @@ func Random(n int) []byte {
 	return b
 }
 
+// RepeatedBlocks returns n bytes made of distinct random blocks of block
+// bytes, each repeated: random a byte, but compressible by distinct times.
+func RepeatedBlocks(n, block, distinct int) []byte {
+	blocks := make([][]byte, distinct)
+	for i := range blocks {
+		blocks[i] = Random(block)
+	}
+	out := make([]byte, 0, n)
+	for i := 0; len(out) < n; i++ {
+		out = append(out, blocks[i%distinct][:min(block, n-len(out))]...)
+	}
+	return out
+}
+
 // Compressible returns n bytes of text-like data that zstd shrinks several
 // times over, different for each seed.
 func Compressible(n int, seed uint64) []byte {
@@ -159,6 +173,10 @@ func roundTrip(t *testing.T, s *chunk.Store) {
 		{"short last chunk", Random(12345), 12345 + 64},
 		{"one byte", []byte{7}, 64},
 		{"4MiB", Compressible(4<<20, 3), 2 << 20},
+		// High entropy a byte, yet zstd folds the repeats: the sample
+		// must not call it incompressible.
+		{"random 4KiB blocks repeated", RepeatedBlocks(1<<20, 4096, 16), 1 << 17},
+		{"random with an eighth of text", append(Random(7<<17), Compressible(1<<17, 8)...), 1<<20 - 1<<16},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
