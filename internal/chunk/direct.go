@@ -4,9 +4,10 @@ import (
 	"errors"
 	"io"
 	"os"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/coffer-backup/coffer/internal/directio"
 )
 
 // Direct I/O for directory buckets. A backup writes each chunk once and
@@ -28,45 +29,14 @@ import (
 // the data is on the device when the write returns, and the syncfs before
 // an index commits the metadata (sizes, extents, renames) and flushes the
 // device's cache.
-const directAlign = 4096 // memory, offset and length alignment O_DIRECT needs
-
-// alignedBuf returns a slice of length 0 and capacity at least n whose
-// first byte is directAlign-aligned.
-func alignedBuf(n int) []byte {
-	b := make([]byte, n+directAlign)
-	off := 0
-	if r := int(uintptr(unsafe.Pointer(&b[0])) & (directAlign - 1)); r != 0 {
-		off = directAlign - r
-	}
-	return b[off:off:len(b)]
-}
-
-func isAligned(p []byte) bool {
-	return len(p) > 0 && uintptr(unsafe.Pointer(&p[0]))&(directAlign-1) == 0
-}
-
-// setDirect turns O_DIRECT on or off for f.
-func setDirect(f *os.File, on bool) error {
-	fd := int(f.Fd())
-	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil {
-		return err
-	}
-	if on {
-		flags |= unix.O_DIRECT
-	} else {
-		flags &^= unix.O_DIRECT
-	}
-	_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags)
-	return err
-}
+const directAlign = directio.Align
 
 // writeDirect writes body to the empty file f: the aligned prefix with
 // O_DIRECT when body's memory is aligned, the rest through the cache.
 func writeDirect(f *os.File, body []byte) error {
-	if n := len(body) &^ (directAlign - 1); n > 0 && isAligned(body) && setDirect(f, true) == nil {
+	if n := len(body) &^ (directAlign - 1); n > 0 && directio.IsAligned(body) && directio.Set(f, true) == nil {
 		_, err := f.Write(body[:n])
-		if offErr := setDirect(f, false); err == nil {
+		if offErr := directio.Set(f, false); err == nil {
 			err = offErr
 		}
 		switch {
@@ -94,9 +64,9 @@ func writeDirect(f *os.File, body []byte) error {
 // returns them.
 func readDirect(f *os.File, size int, buf []byte) ([]byte, error) {
 	padded := (size + directAlign - 1) &^ (directAlign - 1)
-	if size > 0 && cap(buf) >= padded && isAligned(buf[:1]) && setDirect(f, true) == nil {
+	if size > 0 && cap(buf) >= padded && directio.IsAligned(buf[:1]) && directio.Set(f, true) == nil {
 		n, err := f.ReadAt(buf[:padded], 0)
-		if offErr := setDirect(f, false); offErr != nil && err == nil {
+		if offErr := directio.Set(f, false); offErr != nil && err == nil {
 			err = offErr
 		}
 		if err == io.EOF && n == size || err == nil && n == size {

@@ -11,6 +11,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/zeebo/blake3"
 
+	"github.com/coffer-backup/coffer/internal/directio"
 	"github.com/coffer-backup/coffer/internal/errs"
 )
 
@@ -94,7 +95,7 @@ func (c *codec) getBuf(n int) *[]byte {
 	if p, ok := c.bufs.Get().(*[]byte); ok && cap(*p) >= n {
 		return p
 	}
-	b := alignedBuf(n)
+	b := directio.AlignedBuf(n)
 	return &b
 }
 
@@ -111,7 +112,7 @@ func (c *codec) seal(d Digest, plain []byte, buf *[]byte) []byte {
 	}
 	need := hdr + max(len(plain), c.enc.MaxEncodedSize(len(plain))) + tagLen
 	if cap(*buf) < need {
-		*buf = alignedBuf(need)
+		*buf = directio.AlignedBuf(need)
 	}
 	b := (*buf)[:hdr]
 

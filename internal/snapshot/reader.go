@@ -29,6 +29,7 @@ const DefaultCacheChunks = 16
 // Reader reads a snapshot as a disk. Safe for concurrent use.
 type Reader struct {
 	store ChunkGetter
+	into  chunkReaderInto // store, if it reads into the caller's buffers
 	idx   chunk.Index
 	cache *chunkCache
 }
@@ -59,7 +60,8 @@ func NewReader(store ChunkGetter, idx chunk.Index, opts ReaderOptions) *Reader {
 	if n == 0 {
 		n = DefaultCacheChunks
 	}
-	return &Reader{store: store, idx: idx, cache: newChunkCache(max(n, 0))}
+	into, _ := store.(chunkReaderInto)
+	return &Reader{store: store, into: into, idx: idx, cache: newChunkCache(max(n, 0))}
 }
 
 // Index returns the index the Reader reads.
@@ -97,9 +99,21 @@ func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 		in := at - i*cs
 		d := r.idx.Digests[i]
 		seg := p[n:min(len(p), n+int(int64(r.idx.ChunkLen(int(i)))-in))]
-		if d.IsZero() {
+		switch {
+		case d.IsZero():
 			clear(seg)
-		} else {
+		case in == 0 && len(seg) == r.idx.ChunkLen(int(i)) && r.into != nil && !r.cache.holds(d):
+			// A whole chunk (hydration, a large sequential read): straight
+			// into p, no cache entry to allocate and copy from. The cap
+			// keeps a failed decrypt from touching p past the chunk.
+			b, err := r.into.ReadInto(ctx, d, len(seg), seg[:0:len(seg)])
+			if err != nil {
+				return n, err
+			}
+			if &b[0] != &seg[0] {
+				copy(seg, b)
+			}
+		default:
 			b, err := r.cache.get(ctx, d, func(ctx context.Context) ([]byte, error) {
 				return r.store.Get(ctx, d, r.idx.ChunkLen(int(i)))
 			})
@@ -164,7 +178,7 @@ func (r *Reader) RestoreTo(ctx context.Context, dst io.WriterAt, workers int) (i
 		}
 		return nil
 	})
-	into, reuse := r.store.(chunkReaderInto)
+	into, reuse := r.into, r.into != nil
 	for range workers {
 		g.Go(func() error {
 			var buf []byte
@@ -292,6 +306,15 @@ func (c *chunkCache) get(ctx context.Context, d chunk.Digest, fetch func(context
 	c.mu.Unlock()
 	close(call.done)
 	return call.b, call.err
+}
+
+// holds reports whether d is cached or being fetched.
+func (c *chunkCache) holds(d chunk.Digest) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, cached := c.entries[d]
+	_, fetching := c.calls[d]
+	return cached || fetching
 }
 
 // waiting reports whether a fetch of d is in progress, for tests.

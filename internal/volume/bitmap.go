@@ -86,6 +86,12 @@ func (b *Bitmap) ForEach(fn func(start, n int64) bool) {
 	}
 }
 
+// anySet reports whether a bit in [from, to) is set.
+func (b *Bitmap) anySet(from, to int64) bool {
+	s := b.nextSet(from)
+	return s >= 0 && s < to
+}
+
 // nextSet returns the first set bit at or after i, or -1.
 func (b *Bitmap) nextSet(i int64) int64 {
 	w := i >> 6

@@ -8,12 +8,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"unsafe"
 
-	"github.com/coffer-backup/coffer/internal/errs"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
+
+	"github.com/coffer-backup/coffer/internal/directio"
+	"github.com/coffer-backup/coffer/internal/errs"
 )
 
 // hydratedName is the bitmap of blocks a backed volume holds locally. It is
@@ -32,6 +36,7 @@ type hydration struct {
 	stripes [cowStripes]sync.Mutex
 	source  atomic.Pointer[io.ReaderAt]
 	done    atomic.Bool
+	direct  *os.File // the data file opened O_DIRECT, or nil (Hydrate)
 }
 
 // CreateBacked makes a volume of size bytes whose contents are, until
@@ -103,13 +108,22 @@ func openHydration(dir string, h header) (*hydration, error) {
 		f.Close()
 		return nil, fmt.Errorf("map hydration bitmap: %w", err)
 	}
-	return &hydration{name: h.Backing, file: f, mem: mem, words: unsafe.Slice((*uint64)(unsafe.Pointer(&mem[0])), n/8)}, nil
+	direct, err := directio.Open(filepath.Join(dir, dataName))
+	if err != nil {
+		unix.Munmap(mem)
+		f.Close()
+		return nil, err
+	}
+	return &hydration{name: h.Backing, file: f, mem: mem, words: unsafe.Slice((*uint64)(unsafe.Pointer(&mem[0])), n/8), direct: direct}, nil
 }
 
 func (h *hydration) close() error {
 	if h.mem != nil {
 		unix.Munmap(h.mem)
 		h.mem = nil
+	}
+	if h.direct != nil {
+		h.direct.Close()
 	}
 	return h.file.Close()
 }
@@ -249,24 +263,68 @@ func (v *Volume) hydrateBlock(b int64, buf []byte) error {
 // the volume standalone: the header forgets the backing. progress, if not
 // nil, gets the blocks done and the total. It is safe to run beside
 // readers and writers, and to run again after a crash.
+//
+// It works in extents of hydrateExtent bytes (a chunk of the store), with
+// HydrateWorkers of them in flight: the backing reads each whole, and the
+// missing non-zero blocks go to the data file in one write per run, with
+// O_DIRECT where the file system allows (internal/directio): a restored
+// disk is written once, and not read back through the cache of the
+// process that restored it. A backing that lists its data (Allocated, as
+// a snapshot reader does) spares the reads of its zero extents.
 func (v *Volume) Hydrate(ctx context.Context, progress func(done, total int64)) error {
 	if !v.hydrating() {
 		return nil
 	}
-	nb := nblocksFor(v.size.Load(), v.blockSize)
-	buf := make([]byte, v.blockSize)
-	for b := int64(0); b < nb; b++ {
-		if err := ctx.Err(); err != nil {
-			return err
+	src, err := v.backingSource()
+	if err != nil {
+		return err
+	}
+	size := v.size.Load()
+	nb := nblocksFor(size, v.blockSize)
+	per := max(hydrateExtent/v.blockSize, 1) // blocks an extent
+	withData := dataBlocks(src, nb, v.blockSize)
+
+	var mu sync.Mutex
+	var done int64
+	report := func(n int64) {
+		if progress == nil {
+			return
 		}
-		if err := v.hydrateBlock(b, buf); err != nil {
-			return err
+		mu.Lock()
+		defer mu.Unlock()
+		if done/1024 != (done+n)/1024 {
+			progress(done+n, nb)
 		}
-		if b%1024 == 1023 {
-			if progress != nil {
-				progress(b+1, nb)
+		done += n
+	}
+	next := make(chan int64)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(next)
+		for first := int64(0); first < nb; first += per {
+			select {
+			case next <- first:
+			case <-gctx.Done():
+				return gctx.Err()
 			}
 		}
+		return nil
+	})
+	for range HydrateWorkers() {
+		g.Go(func() error {
+			buf := directio.AlignedBuf(int(per * v.blockSize))
+			for first := range next {
+				end := min(first+per, nb)
+				if err := v.hydrateExtent(src, first, end, size, buf, withData); err != nil {
+					return err
+				}
+				report(end - first)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	// Durable bytes first, then the bits, then the header that drops the
 	// backing: a crash between leaves a volume that hydrates again.
@@ -284,4 +342,119 @@ func (v *Volume) Hydrate(ctx context.Context, progress func(done, total int64)) 
 		progress(nb, nb)
 	}
 	return nil
+}
+
+// hydrateExtent is how many bytes a Hydrate worker reads from the backing
+// at once: the store's chunk size, so each read is one whole chunk.
+const hydrateExtent = 1 << 20
+
+// HydrateWorkers is how many extents Hydrate copies at once: enough to
+// keep every CPU decrypting and the device queue full.
+func HydrateWorkers() int { return 4 * runtime.GOMAXPROCS(0) }
+
+// dataBlocks returns the blocks the backing may hold data in, or nil when
+// it cannot tell (then every block is read).
+func dataBlocks(src io.ReaderAt, nb, bs int64) *Bitmap {
+	a, ok := src.(interface{ Allocated() []Range })
+	if !ok {
+		return nil
+	}
+	m := NewBitmap(nb)
+	for _, r := range a.Allocated() {
+		if r.Len > 0 && r.Off < nb*bs {
+			m.SetRange(r.Off/bs, min((r.Off+r.Len+bs-1)/bs, nb))
+		}
+	}
+	return m
+}
+
+// hydrateExtent brings blocks [first, end) local. The backing never
+// changes, so it is read without locks; the blocks' locks are then held
+// while those still missing are written and marked, which orders this
+// against a writer's fill and a reader of the backing.
+func (v *Volume) hydrateExtent(src io.ReaderAt, first, end, size int64, buf []byte, withData *Bitmap) error {
+	h := v.hydr
+	missing := false
+	for b := first; b < end && !missing; b++ {
+		missing = !h.has(b)
+	}
+	if !missing {
+		return nil
+	}
+	bs := v.blockSize
+	start := first * bs
+	p := buf[:min(end*bs, size)-start]
+	data := withData == nil || withData.anySet(first, end)
+	if data {
+		if _, err := src.ReadAt(p, start); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("hydrate blocks %d-%d: %w", first, end-1, err)
+		}
+	}
+	unlock := h.lockBlocks(first, end)
+	defer unlock()
+	// Write each run of blocks that are missing and not zero (the data
+	// file is sparse: zeros need no write), then mark the extent.
+	run := int64(-1) // first block of the current run
+	flush := func(b int64) error {
+		if run < 0 {
+			return nil
+		}
+		lo, hi := (run-first)*bs, min((b-first)*bs, int64(len(p)))
+		run = -1
+		return v.writeHydrated(p[lo:hi], start+lo)
+	}
+	for b := first; b < end; b++ {
+		blk := p[(b-first)*bs : min((b-first+1)*bs, int64(len(p)))]
+		if data && !h.has(b) && !allZero(blk) {
+			if run < 0 {
+				run = b
+			}
+			continue
+		}
+		if err := flush(b); err != nil {
+			return err
+		}
+	}
+	if err := flush(end); err != nil {
+		return err
+	}
+	for b := first; b < end; b++ {
+		h.set(b)
+	}
+	return nil
+}
+
+// lockBlocks locks the stripes of blocks [first, end), at most cowStripes
+// of them, in stripe order: other lockers hold one stripe at a time, and
+// two Hydrate workers take theirs in the same order, so none deadlock.
+func (h *hydration) lockBlocks(first, end int64) (unlock func()) {
+	var idx [cowStripes]bool
+	for b := first; b < end; b++ {
+		idx[b%cowStripes] = true
+	}
+	for i := range idx {
+		if idx[i] {
+			h.stripes[i].Lock()
+		}
+	}
+	return func() {
+		for i := range idx {
+			if idx[i] {
+				h.stripes[i].Unlock()
+			}
+		}
+	}
+}
+
+// writeHydrated writes backing bytes to the data file, directly when it
+// can.
+func (v *Volume) writeHydrated(p []byte, off int64) error {
+	if d := v.hydr.direct; d != nil && directio.Usable(p, off) {
+		_, err := d.WriteAt(p, off)
+		if !errors.Is(err, unix.EINVAL) {
+			return err
+		}
+	}
+	_, err := v.data.WriteAt(p, off)
+	return err
 }

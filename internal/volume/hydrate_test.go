@@ -3,7 +3,11 @@ package volume
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	mrand "math/rand/v2"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/coffer-backup/coffer/internal/errs"
@@ -124,5 +128,96 @@ func TestCreateBackedFinishesACrashedCreate(t *testing.T) {
 	v.Close()
 	if _, err := CreateBacked(dir, 1<<20, "other"); !errs.Is(err, errs.Conflict) {
 		t.Fatalf("another backing: %v", err)
+	}
+}
+
+// allocatedReader is a backing that lists where its data is, as a
+// snapshot reader does.
+type allocatedReader struct {
+	*bytes.Reader
+	alloc []Range
+}
+
+func (r allocatedReader) Allocated() []Range { return r.alloc }
+
+// TestHydrateUnderConcurrentWrites: Hydrate's workers copy whole extents
+// while writers land 4 KiB writes all over the disk; every write survives,
+// every other byte is the backing's, the data file holds it all without
+// the backing, and extents the backing lists as empty stay holes.
+func TestHydrateUnderConcurrentWrites(t *testing.T) {
+	const size = 32 << 20
+	image := randomBytes(t, size)
+	var alloc []Range
+	for e := int64(0); e < size>>20; e++ {
+		if e%3 == 1 { // a third of the extents are empty
+			clear(image[e<<20 : (e+1)<<20])
+			continue
+		}
+		clear(image[e<<20+128<<10 : e<<20+192<<10]) // a zero block inside data
+		alloc = append(alloc, Range{Off: e << 20, Len: 1 << 20})
+	}
+	dir := filepath.Join(t.TempDir(), "vol")
+	v, err := CreateBacked(dir, size, "snapshots/y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.SetBacking(allocatedReader{bytes.NewReader(image), alloc})
+
+	want := bytes.Clone(image)
+	const writers, writes = 4, 200
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			r := mrand.New(mrand.NewPCG(uint64(w), 7))
+			buf := make([]byte, 4096)
+			for range writes {
+				// Writer w owns the 4 KiB pages whose number is w mod writers.
+				off := (r.Int64N(size/4096/writers)*writers + int64(w)) * 4096
+				if off>>20%3 == 1 {
+					continue // keep the empty extents empty, to check they stay holes
+				}
+				rand.Read(buf)
+				if _, err := v.WriteAt(buf, off); err != nil {
+					t.Error(err)
+					return
+				}
+				copy(want[off:], buf) // pages are disjoint between writers
+			}
+		})
+	}
+	var calls []int64
+	if err := v.Hydrate(t.Context(), func(done, total int64) { calls = append(calls, done) }); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if v.Backing() != "" {
+		t.Fatal("hydrated volume still names a backing")
+	}
+	if len(calls) == 0 || calls[len(calls)-1] != size/DefaultBlockSize {
+		t.Fatalf("progress calls %v, want the last to be %d blocks", calls, size/DefaultBlockSize)
+	}
+	if got := readAll(t, v, size); !bytes.Equal(got, want) {
+		t.Fatal("hydrated volume differs from backing plus writes")
+	}
+	v.Close()
+	raw, err := os.ReadFile(filepath.Join(dir, dataName))
+	if err != nil || !bytes.Equal(raw, want) {
+		t.Fatalf("the data file on its own is not the disk (%v)", err)
+	}
+	v, err = Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	rs, err := v.Allocated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		for e := r.Off >> 20; e<<20 < r.Off+r.Len; e++ {
+			if e%3 == 1 {
+				t.Fatalf("empty extent %d was written: allocated %v", e, rs)
+			}
+		}
 	}
 }

@@ -73,7 +73,7 @@ func main() {
 	case "full", "incr":
 		err = upload(ctx, *vol, *data, *name, *prev, *workers)
 	case "restore":
-		err = restore(ctx, *data, *name, *out, *workers)
+		err = restore(ctx, *data, *name, *out)
 	case "rawput":
 		err = rawput(ctx, *img, *data, *workers)
 	default:
@@ -324,7 +324,10 @@ func upload(ctx context.Context, dir, data, name, prevName string, workers int) 
 	return nil
 }
 
-func restore(ctx context.Context, data, name, out string, workers int) error {
+// restore does what a disk created from the snapshot does: a volume backed
+// by the snapshot, hydrated to the end. The disk is then the volume's data
+// file, which the script compares with the image.
+func restore(ctx context.Context, data, name, out string) error {
 	start := time.Now()
 	store, err := openStore(ctx, data)
 	if err != nil {
@@ -335,19 +338,22 @@ func restore(ctx context.Context, data, name, out string, workers int) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(out, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	v, err := volume.CreateBacked(out, idx.DiskSize, name)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if err := f.Truncate(idx.DiskSize); err != nil {
-		return err
-	}
-	n, err := snapshot.NewReader(store, idx, snapshot.ReaderOptions{}).RestoreTo(ctx, f, workers)
-	if err != nil {
+	defer v.Close()
+	v.SetBacking(snapshot.NewReader(store, idx, snapshot.ReaderOptions{}))
+	if err := v.Hydrate(ctx, nil); err != nil {
 		return err
 	}
 	sec := time.Since(start).Seconds()
+	var n int64
+	for i, d := range idx.Digests {
+		if !d.IsZero() {
+			n += int64(idx.ChunkLen(i))
+		}
+	}
 	result("seconds", fmt.Sprintf("%.3f", sec))
 	result("bytes_written", n)
 	result("write_MBps", fmt.Sprintf("%.0f", float64(n)/sec/1e6))
