@@ -60,7 +60,7 @@ func (s *server) snapshotNow(token, diskID, snapID string) string {
 func (s *server) waitOperation(token, monitor string) map[string]any {
 	s.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
-	for {
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
 		_, body := s.mustDo("GET", monitor, token, "", 200)
 		m := jsonOf(s.t, body)
 		if m["status"] != "InProgress" {
@@ -69,7 +69,7 @@ func (s *server) waitOperation(token, monitor string) map[string]any {
 		if time.Now().After(deadline) {
 			s.t.Fatalf("operation still running: %s", body)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(wait)
 	}
 }
 

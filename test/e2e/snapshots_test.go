@@ -387,3 +387,85 @@ func (s *server) importDisk(sub, group, name, image string) string {
 	}
 	return "/subscriptions/" + sub + "/resourceGroups/" + group + "/providers/Microsoft.Compute/disks/" + name
 }
+
+// TestIncrementalSnapshotLimit takes a disk to Azure's 500 incremental
+// snapshots: the 501st is refused with 409 OperationNotAllowed and nothing
+// is created, a full snapshot is still allowed, all 500 list and the newest
+// restores, and deleting one makes room for one more.
+func TestIncrementalSnapshotLimit(t *testing.T) {
+	requireTool(t, "qemu-io")
+	s := startServer(t, "")
+	admin := s.token()
+	sub := newSubscription()
+	s.createGroup(admin, sub, "rg")
+	group := "/subscriptions/" + sub + "/resourceGroups/rg/providers/Microsoft.Compute"
+	diskID := group + "/disks/d"
+	s.createDisk(admin, diskID, "westus", 1)
+	nbdURI, _ := s.attach(admin, diskID)
+	snapID := func(i int) string { return group + "/snapshots/s" + itoa(i) }
+	start := time.Now()
+	for i := range 500 {
+		if i%100 == 0 { // change the disk now and then: these are real incrementals
+			if out, err := exec.Command("qemu-io", "-f", "raw", "-c", "write -P "+itoa(i%250+1)+" "+itoa(i*4096)+" 4096", nbdURI).CombinedOutput(); err != nil {
+				t.Fatalf("qemu-io: %v\n%s", err, out)
+			}
+		}
+		if st := s.waitOperation(admin, s.snapshotNow(admin, diskID, snapID(i))); st["status"] != "Succeeded" {
+			t.Fatalf("snapshot %d: %v", i, st)
+		}
+	}
+	t.Logf("500 incremental snapshots in %v", time.Since(start).Round(time.Millisecond))
+
+	code, _, body := s.do("PUT", snapID(500)+computeAPI, admin, `{"location":"westus","properties":{"incremental":true,
+		"creationData":{"createOption":"Copy","sourceResourceId":"`+diskID+`"}}}`)
+	if code != 409 || at(jsonOf(t, body), "error", "code") != "OperationNotAllowed" || !strings.Contains(body, "500") {
+		t.Fatalf("501st incremental snapshot: %d %s", code, body)
+	}
+	s.mustDo("GET", snapID(500)+computeAPI, admin, "", 404)
+	h, _ := s.mustDo("PUT", group+"/snapshots/full"+computeAPI, admin, `{"location":"westus","properties":{"incremental":false,
+		"creationData":{"createOption":"Copy","sourceResourceId":"`+diskID+`"}}}`, 202)
+	if st := s.waitOperation(admin, h.Get("Azure-AsyncOperation")); st["status"] != "Succeeded" {
+		t.Fatalf("full snapshot beside 500 incrementals: %v", st)
+	}
+
+	listed := 0
+	for next := group + "/snapshots" + computeAPI; next != ""; {
+		_, body := s.mustDo("GET", next, admin, "", 200)
+		var page struct {
+			Value []struct {
+				Properties struct{ Incremental bool }
+			}
+			NextLink string
+		}
+		if err := json.Unmarshal([]byte(body), &page); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range page.Value {
+			if v.Properties.Incremental {
+				listed++
+			}
+		}
+		next = page.NextLink
+	}
+	if listed != 500 {
+		t.Fatalf("listed %d incremental snapshots, want 500", listed)
+	}
+
+	// The newest holds the last write; room is made by a delete.
+	dir := t.TempDir()
+	s.restoreAndExport(admin, sub, snapID(499), "r499", filepath.Join(dir, "r499.raw"))
+	got, err := os.ReadFile(filepath.Join(dir, "r499.raw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[400*4096] != byte(400%250+1) || got[0] != 1 {
+		t.Fatalf("snapshot 499 restored %d at the last write and %d at the first", got[400*4096], got[0])
+	}
+	h, _ = s.mustDo("DELETE", snapID(0)+computeAPI, admin, "", 202)
+	if st := s.waitOperation(admin, h.Get("Azure-AsyncOperation")); st["status"] != "Succeeded" {
+		t.Fatalf("delete: %v", st)
+	}
+	if st := s.waitOperation(admin, s.snapshotNow(admin, diskID, snapID(500))); st["status"] != "Succeeded" {
+		t.Fatalf("snapshot after a delete: %v", st)
+	}
+}
