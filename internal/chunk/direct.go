@@ -65,17 +65,21 @@ func writeDirect(f *os.File, body []byte) error {
 func readDirect(f *os.File, size int, buf []byte) ([]byte, error) {
 	padded := (size + directAlign - 1) &^ (directAlign - 1)
 	if size > 0 && cap(buf) >= padded && directio.IsAligned(buf[:1]) && directio.Set(f, true) == nil {
-		n, err := f.ReadAt(buf[:padded], 0)
+		// One pread of the padded length: it stops at end of file. (A
+		// second call at the unaligned end, as os.File.ReadAt would make,
+		// is EINVAL on some file systems.)
+		n, err := unix.Pread(int(f.Fd()), buf[:padded], 0)
 		if offErr := directio.Set(f, false); offErr != nil && err == nil {
 			err = offErr
 		}
-		if err == io.EOF && n == size || err == nil && n == size {
+		if err == nil && n == size {
 			return buf[:size], nil
 		}
-		if err != nil && !errors.Is(err, unix.EINVAL) && err != io.EOF {
+		if err != nil && !errors.Is(err, unix.EINVAL) {
 			return nil, err
 		}
-		// Refused, or the file is not the size it was: read it plainly.
+		// Refused, short, or the file is not the size it was: read it
+		// plainly.
 	}
 	if cap(buf) < size {
 		buf = make([]byte, size)

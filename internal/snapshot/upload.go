@@ -26,6 +26,12 @@ type Source interface {
 	ReadAt(p []byte, off int64) (int, error)
 }
 
+// Allocator is a Source that can list the ranges that may hold data;
+// volume.Volume and volume.Snapshot are.
+type Allocator interface {
+	Allocated() ([]volume.Range, error)
+}
+
 // UploadStore is what Upload needs from a chunk store; *chunk.Store is
 // one. Each method keeps the contract of the chunk interface it comes from.
 type UploadStore interface {
@@ -73,8 +79,11 @@ type UploadRequest struct {
 	PreviousName string
 	// Allocated, if not nil, lists the ranges of Source that may hold
 	// data (volume.Volume.Allocated of the same frozen view); chunks
-	// outside them are zero and not read. Nil means unknown; an empty
-	// non-nil slice means the disk is all zeros.
+	// outside them are zero and not read. Nil means: ask Source, if it is
+	// an Allocator, when the upload reads the whole disk, and otherwise
+	// read every chunk. (An incremental reads only changed chunks, which
+	// were written, so listing a large disk's extents would be wasted.)
+	// An empty non-nil slice means the disk is all zeros.
 	Allocated []volume.Range
 
 	// InFlight is the registry shared with the Collector of this store.
@@ -194,6 +203,13 @@ func (u *upload) plan(ctx context.Context) ([]span, error) {
 	if prev == nil || u.req.Changed == nil || prev.ChunkSize != u.cs || prev.DiskSize > u.size ||
 		int64(len(prev.Digests)) != chunk.NumChunks(prev.DiskSize, prev.ChunkSize) {
 		u.stats.Full = true
+		if a, ok := u.req.Source.(Allocator); ok && u.req.Allocated == nil {
+			alloc, err := a.Allocated()
+			if err != nil {
+				return nil, errs.E(errs.Internal, "SourceReadFailed", "listing the source's allocated ranges").Wrap(err)
+			}
+			u.req.Allocated = alloc
+		}
 		return u.allocatedOnly([]span{{0, n}}), nil
 	}
 

@@ -87,6 +87,24 @@ func TestRoundTrip(t *testing.T) {
 			t.Fatalf("ReadAt(%d bytes at %d) returned other bytes", len(buf), off)
 		}
 	}
+	// Whole chunks go straight into the caller's buffer unless cached;
+	// both ways read the same bytes.
+	whole := snapshot.NewReader(store, idx, snapshot.ReaderOptions{CacheChunks: 4})
+	for i := int64(0); i < n; i++ {
+		c := img[i*mib : min((i+1)*mib, size)]
+		if i%2 == 0 { // cache this one first
+			if _, err := whole.ReadAt(make([]byte, 10), i*mib+5); err != nil {
+				t.Fatal(err)
+			}
+		}
+		buf := bytes.Repeat([]byte{0xee}, mib+8) // room past the chunk must stay as it was
+		if k, err := whole.ReadAt(buf[:len(c)], i*mib); k != len(c) || err != nil && err != io.EOF {
+			t.Fatalf("ReadAt of chunk %d: %d, %v", i, k, err)
+		}
+		if !bytes.Equal(buf[:len(c)], c) || bytes.Count(buf[len(c):], []byte{0xee}) != len(buf)-len(c) {
+			t.Fatalf("ReadAt of whole chunk %d returned other bytes", i)
+		}
+	}
 	if _, err := rd.ReadAt(make([]byte, 1), -1); err == nil {
 		t.Error("ReadAt at a negative offset succeeded")
 	}
@@ -155,6 +173,11 @@ func TestUploadAllocated(t *testing.T) {
 	}
 	if !bytes.Equal(restore(t, store, idx), img) {
 		t.Error("restored thin volume differs")
+	}
+	// Without a list, a full upload asks the source, which is an Allocator.
+	idx2, st, err := snapshot.Upload(ctx, store, snapshot.UploadRequest{Name: "thin-asked", Source: v})
+	if err != nil || st.ChunksRead != 4 || st.ZeroChunks != 60 || !slices.Equal(idx2.Digests, idx.Digests) {
+		t.Errorf("upload asking the source for its allocation: %+v, %v", st, err)
 	}
 	// An empty allocation list means all zeros: nothing is read.
 	_, st, err = snapshot.Upload(ctx, store, snapshot.UploadRequest{Name: "empty", Source: v, Allocated: []volume.Range{}})

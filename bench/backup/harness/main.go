@@ -290,10 +290,6 @@ func upload(ctx context.Context, dir, data, name, prevName string, workers int) 
 		req.Changed, req.ChangedBlockSize = view.Changed(), view.BlockSize()
 	}
 	phase("previous")
-	if req.Allocated, err = view.Allocated(); err != nil {
-		return err
-	}
-	phase("allocated")
 	var putsDone time.Duration
 	req.Progress = func(done, total int64) {
 		if done == total {

@@ -422,10 +422,8 @@ func (s *Service) runSnapshot(ctx context.Context, op meta.Operation) (any, erro
 	}
 	defer s.release(view)
 
+	// The view is an Allocator: a full upload skips its holes.
 	req := snapshot.UploadRequest{Name: in.Index, Source: view.snap, InFlight: s.InFlight, Clock: s.Clock}
-	if alloc, err := view.snap.Allocated(); err == nil {
-		req.Allocated = alloc
-	}
 	disk, err := s.Store.GetResource(ctx, in.DiskID)
 	if err != nil && !errs.Is(err, errs.NotFound) {
 		return nil, err
