@@ -171,40 +171,55 @@ func (v *Volume) readLogical(p []byte, off int64) (int, error) {
 		}
 		return n, err
 	}
+	// Runs of blocks that are all local, or all not, are read in one
+	// call each, without locks: the backing never changes, and a block
+	// that becomes local during a backing read (hydrated, or filled by a
+	// writer who then wrote it) is read again from the data file, since a
+	// block's bit is set before anything but its backing bytes lands there.
 	bs := v.blockSize
-	done := 0
-	for done < len(p) {
-		pos := off + int64(done)
+	h := v.hydr
+	end := off + int64(len(p))
+	for pos := off; pos < end; {
 		b := pos / bs
-		n := int(min(int64(len(p)-done), (b+1)*bs-pos))
-		if err := v.readBlockPart(b, p[done:done+n], pos); err != nil {
-			return done, err
+		local := h.has(b)
+		last := b
+		for (last+1)*bs < end && h.has(last+1) == local {
+			last++
 		}
-		done += n
+		next := min((last+1)*bs, end)
+		seg := p[pos-off : next-off]
+		if local {
+			if err := v.readData(seg, pos); err != nil {
+				return int(pos - off), err
+			}
+			pos = next
+			continue
+		}
+		src, err := v.backingSource()
+		if err != nil {
+			return int(pos - off), err
+		}
+		if _, err := src.ReadAt(seg, pos); err != nil && !errors.Is(err, io.EOF) {
+			return int(pos - off), err
+		}
+		for c := b; c <= last; c++ {
+			if h.has(c) {
+				lo, hi := max(c*bs, pos), min((c+1)*bs, next)
+				if err := v.readData(p[lo-off:hi-off], lo); err != nil {
+					return int(pos - off), err
+				}
+			}
+		}
+		pos = next
 	}
-	return done, nil
+	return len(p), nil
 }
 
-func (v *Volume) readBlockPart(b int64, p []byte, pos int64) error {
-	h := v.hydr
-	if !h.has(b) {
-		lock := &h.stripes[b%cowStripes]
-		lock.Lock()
-		defer lock.Unlock()
-		if !h.has(b) {
-			src, err := v.backingSource()
-			if err != nil {
-				return err
-			}
-			_, err = src.ReadAt(p, pos)
-			if errors.Is(err, io.EOF) {
-				err = nil
-			}
-			return err
-		}
-	}
-	_, err := v.data.ReadAt(p, pos)
+// readData reads p at off from the data file; past its end is zeros.
+func (v *Volume) readData(p []byte, off int64) error {
+	n, err := v.data.ReadAt(p, off)
 	if errors.Is(err, io.EOF) {
+		clear(p[n:])
 		err = nil
 	}
 	return err
