@@ -182,17 +182,24 @@ func (s *server) start(extra ...string) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	s.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	// Each probe on a new connection with a short timeout: one stalled
+	// connection must not use up the deadline.
+	var last string
 	for time.Now().Before(deadline) {
-		resp, err := s.client.Get(s.endpoint + "/healthz")
+		probe := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}}
+		resp, err := probe.Get(s.endpoint + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
 				return
 			}
+			last = resp.Status
+		} else {
+			last = err.Error()
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	s.t.Fatalf("/healthz never answered 200:\n%s", logs.String())
+	s.t.Fatalf("/healthz never answered 200 (last: %s):\n%s", last, logs.String())
 }
 
 // stop sends SIGTERM and waits for a clean exit.
