@@ -322,8 +322,8 @@ func (s *Store) ReadInto(ctx context.Context, d Digest, size int, dst []byte) ([
 		return dst, nil
 	}
 	key := ChunkKey(d)
-	max := sealHeaderLen + size + tagLen // the largest object a chunk of size makes
-	buf := s.codec.getBuf((max + directAlign - 1) &^ (directAlign - 1))
+	largest := sealHeaderLen + size + tagLen // the largest object a chunk of size bytes makes
+	buf := s.codec.getBuf((largest + directAlign - 1) &^ (directAlign - 1))
 	defer s.codec.putBuf(buf)
 	var body []byte
 	var readErr error
@@ -338,7 +338,7 @@ func (s *Store) ReadInto(ctx context.Context, d Digest, size int, dst []byte) ([
 				readErr = err
 				return nil
 			}
-			if fi.Size() > int64(max) {
+			if fi.Size() > int64(largest) {
 				readErr = corrupt(d, "object of %d bytes", fi.Size())
 				return nil
 			}
@@ -364,7 +364,7 @@ func (s *Store) ReadInto(ctx context.Context, d Digest, size int, dst []byte) ([
 	}
 	if body == nil {
 		n := r.Size()
-		if n < 0 || n > int64(max) {
+		if n < 0 || n > int64(largest) {
 			return nil, corrupt(d, "object of %d bytes", n)
 		}
 		body = (*buf)[:n]
