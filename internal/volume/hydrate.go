@@ -171,48 +171,20 @@ func (v *Volume) readLogical(p []byte, off int64) (int, error) {
 		}
 		return n, err
 	}
-	// Runs of blocks that are all local, or all not, are read in one
-	// call each, without locks: the backing never changes, and a block
-	// that becomes local during a backing read (hydrated, or filled by a
-	// writer who then wrote it) is read again from the data file, since a
-	// block's bit is set before anything but its backing bytes lands there.
-	bs := v.blockSize
-	h := v.hydr
-	end := off + int64(len(p))
-	for pos := off; pos < end; {
-		b := pos / bs
-		local := h.has(b)
-		last := b
-		for (last+1)*bs < end && h.has(last+1) == local {
-			last++
-		}
-		next := min((last+1)*bs, end)
-		seg := p[pos-off : next-off]
-		if local {
-			if err := v.readData(seg, pos); err != nil {
-				return int(pos - off), err
-			}
-			pos = next
-			continue
-		}
+	// Runs of local blocks and of backing blocks are read in one call each,
+	// without locks (readRuns): the backing never changes, and a block's
+	// bit is set before anything but its backing bytes lands in the data
+	// file.
+	return readRuns(p, off, v.blockSize, v.hydr.has, v.readData, func(p []byte, off int64) error {
 		src, err := v.backingSource()
 		if err != nil {
-			return int(pos - off), err
+			return err
 		}
-		if _, err := src.ReadAt(seg, pos); err != nil && !errors.Is(err, io.EOF) {
-			return int(pos - off), err
+		if _, err := src.ReadAt(p, off); err != nil && !errors.Is(err, io.EOF) {
+			return err
 		}
-		for c := b; c <= last; c++ {
-			if h.has(c) {
-				lo, hi := max(c*bs, pos), min((c+1)*bs, next)
-				if err := v.readData(p[lo-off:hi-off], lo); err != nil {
-					return int(pos - off), err
-				}
-			}
-		}
-		pos = next
-	}
-	return len(p), nil
+		return nil
+	})
 }
 
 // readData reads p at off from the data file; past its end is zeros.

@@ -326,26 +326,35 @@ func upload(ctx context.Context, dir, data, name, prevName string, workers int) 
 	return nil
 }
 
+// backedDisk makes what the service makes for a disk created from snapshot
+// name: a volume at out backed by a reader of the snapshot (with the
+// service's 64-chunk cache). done closes the volume and the store.
+func backedDisk(ctx context.Context, data, name, out string) (v *volume.Volume, idx chunk.Index, done func(), err error) {
+	store, err := openStore(ctx, data)
+	if err != nil {
+		return nil, idx, nil, err
+	}
+	if idx, err = store.GetIndex(ctx, name); err == nil {
+		v, err = volume.CreateBacked(out, idx.DiskSize, name)
+	}
+	if err != nil {
+		store.Close()
+		return nil, idx, nil, err
+	}
+	v.SetBacking(snapshot.NewReader(store, idx, snapshot.ReaderOptions{CacheChunks: 64}))
+	return v, idx, func() { v.Close(); store.Close() }, nil
+}
+
 // restore does what a disk created from the snapshot does: a volume backed
 // by the snapshot, hydrated to the end. The disk is then the volume's data
 // file, which the script compares with the image.
 func restore(ctx context.Context, data, name, out string) error {
 	start := time.Now()
-	store, err := openStore(ctx, data)
+	v, idx, done, err := backedDisk(ctx, data, name, out)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	idx, err := store.GetIndex(ctx, name)
-	if err != nil {
-		return err
-	}
-	v, err := volume.CreateBacked(out, idx.DiskSize, name)
-	if err != nil {
-		return err
-	}
-	defer v.Close()
-	v.SetBacking(snapshot.NewReader(store, idx, snapshot.ReaderOptions{}))
+	defer done()
 	if err := v.Hydrate(ctx, nil); err != nil {
 		return err
 	}
@@ -371,21 +380,11 @@ func readDisk(ctx context.Context, data, name, out string, workers int, hydrate 
 		workers = 8
 	}
 	start := time.Now()
-	store, err := openStore(ctx, data)
+	v, idx, done, err := backedDisk(ctx, data, name, out)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	idx, err := store.GetIndex(ctx, name)
-	if err != nil {
-		return err
-	}
-	v, err := volume.CreateBacked(out, idx.DiskSize, name)
-	if err != nil {
-		return err
-	}
-	defer v.Close()
-	v.SetBacking(snapshot.NewReader(store, idx, snapshot.ReaderOptions{CacheChunks: 64}))
+	defer done()
 	hctx, stop := context.WithCancel(ctx)
 	defer stop()
 	hydrated := make(chan error, 1)
