@@ -29,12 +29,11 @@ import (
 // the data is on the device when the write returns, and the syncfs before
 // an index commits the metadata (sizes, extents, renames) and flushes the
 // device's cache.
-const directAlign = directio.Align
 
 // writeDirect writes body to the empty file f: the aligned prefix with
 // O_DIRECT when body's memory is aligned, the rest through the cache.
 func writeDirect(f *os.File, body []byte) error {
-	if n := len(body) &^ (directAlign - 1); n > 0 && directio.IsAligned(body) && directio.Set(f, true) == nil {
+	if n := len(body) &^ (directio.Align - 1); n > 0 && directio.IsAligned(body) && directio.Set(f, true) == nil {
 		_, err := f.Write(body[:n])
 		if offErr := directio.Set(f, false); err == nil {
 			err = offErr
@@ -60,10 +59,10 @@ func writeDirect(f *os.File, body []byte) error {
 }
 
 // readDirect reads all size bytes of f into buf (capacity at least size
-// rounded up to directAlign, aligned), with O_DIRECT when it can, and
+// rounded up to directio.Align, aligned), with O_DIRECT when it can, and
 // returns them.
 func readDirect(f *os.File, size int, buf []byte) ([]byte, error) {
-	padded := (size + directAlign - 1) &^ (directAlign - 1)
+	padded := (size + directio.Align - 1) &^ (directio.Align - 1)
 	if size > 0 && cap(buf) >= padded && directio.IsAligned(buf[:1]) && directio.Set(f, true) == nil {
 		// One pread of the padded length: it stops at end of file. (A
 		// second call at the unaligned end, as os.File.ReadAt would make,

@@ -14,6 +14,7 @@ import (
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
 
+	"github.com/coffer-backup/coffer/internal/directio"
 	"github.com/coffer-backup/coffer/internal/errs"
 )
 
@@ -323,7 +324,7 @@ func (s *Store) ReadInto(ctx context.Context, d Digest, size int, dst []byte) ([
 	}
 	key := ChunkKey(d)
 	largest := sealHeaderLen + size + tagLen // the largest object a chunk of size bytes makes
-	buf := s.codec.getBuf((largest + directAlign - 1) &^ (directAlign - 1))
+	buf := s.codec.getBuf((largest + directio.Align - 1) &^ (directio.Align - 1))
 	defer s.codec.putBuf(buf)
 	var body []byte
 	var readErr error

@@ -71,18 +71,7 @@ func CreateBacked(dir string, size int64, backing string) (*Volume, error) {
 		v.Close()
 	}
 	n := wordsFor(nblocksFor(size, DefaultBlockSize)) * 8
-	f, err := os.OpenFile(filepath.Join(dir, hydratedName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	err = f.Truncate(n)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := createSparse(filepath.Join(dir, hydratedName), n); err != nil {
 		return nil, err
 	}
 	// The header names the backing last: it is the commit point.

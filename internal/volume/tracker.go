@@ -117,22 +117,28 @@ func createTracker(dir string, blockSize, nblocks int64) error {
 		return err
 	}
 	for i := range 2 {
-		f, err := os.OpenFile(slotName(dir, i), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return err
-		}
-		err = f.Truncate(slotBytes(nblocks))
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		if err := createSparse(slotName(dir, i), slotBytes(nblocks)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// createSparse makes path an empty (all holes) file of size bytes, durably:
+// written, synced and closed, truncating whatever was there.
+func createSparse(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(size)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func openTracker(dir string, blockSize, nblocks int64) (t *tracker, err error) {

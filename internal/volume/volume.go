@@ -85,18 +85,7 @@ func create(dir string, size, blockSize int64) (*Volume, error) {
 	if _, err := os.Stat(filepath.Join(dir, headerName)); err == nil {
 		return nil, errs.E(errs.Conflict, "VolumeExists", "a volume already exists in %s", dir)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, dataName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	err = f.Truncate(size)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := createSparse(filepath.Join(dir, dataName), size); err != nil {
 		return nil, err
 	}
 	if err := createTracker(dir, blockSize, nblocksFor(size, blockSize)); err != nil {

@@ -178,8 +178,8 @@ func (s *Service) put(ctx context.Context, r *arm.Request) (*arm.Response, error
 	if err := r.Decode(&in); err != nil {
 		return nil, err
 	}
-	if in.Location == nil || strings.TrimSpace(*in.Location) == "" {
-		return nil, errs.E(errs.Invalid, "LocationRequired", "The location property is required for this definition.").WithTarget("location")
+	if err := resources.CheckLocation(in.Location); err != nil {
+		return nil, err
 	}
 	if err := resources.CheckTags(in.Tags); err != nil {
 		return nil, err

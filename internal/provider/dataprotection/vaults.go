@@ -190,8 +190,8 @@ func (s *Service) putVault(ctx context.Context, r *arm.Request) (*arm.Response, 
 	if err := r.Decode(&in); err != nil {
 		return nil, err
 	}
-	if in.Location == nil || strings.TrimSpace(*in.Location) == "" {
-		return nil, invalid("LocationRequired", "location", "The location property is required for this definition.")
+	if err := resources.CheckLocation(in.Location); err != nil {
+		return nil, err
 	}
 	if in.Properties == nil {
 		return nil, invalid("InvalidRequestContent", "properties", "The request content must have 'properties'.")

@@ -150,8 +150,8 @@ func (s *Service) put(ctx context.Context, r *arm.Request) (*arm.Response, error
 	if err := r.Decode(&in); err != nil {
 		return nil, err
 	}
-	if in.Location == nil || strings.TrimSpace(*in.Location) == "" {
-		return nil, errs.E(errs.Invalid, "LocationRequired", "The location property is required for this definition.").WithTarget("location")
+	if err := CheckLocation(in.Location); err != nil {
+		return nil, err
 	}
 	if err := CheckTags(in.Tags); err != nil {
 		return nil, err
@@ -222,6 +222,15 @@ func normalizeLocation(l string) string {
 }
 
 func sameLocation(a, b string) bool { return normalizeLocation(a) == normalizeLocation(b) }
+
+// CheckLocation refuses a resource body without a location, as ARM does;
+// every provider uses it.
+func CheckLocation(loc *string) error {
+	if loc == nil || strings.TrimSpace(*loc) == "" {
+		return errs.E(errs.Invalid, "LocationRequired", "The location property is required for this definition.").WithTarget("location")
+	}
+	return nil
+}
 
 // CheckTags applies ARM's tag rules (at most 50; names up to 512
 // characters without <>%&\\?/; values up to 256); every provider uses it.
