@@ -24,12 +24,16 @@ type Decision struct {
 
 // Decide reports whether principal may perform the control-plane action at
 // scope. It is allowed when some assignment to principal has a scope covering
-// scope and a role, found through roles, whose permissions allow action.
-// Everything else is refused: no assignment, an unknown role, an empty
-// principal or action, a malformed scope.
+// scope and a role, found through roles, whose permissions allow action and
+// which is assignable at the assignment's scope. Everything else is refused:
+// no assignment, an unknown role, an empty principal or action, a malformed
+// scope.
 //
-// Assignable scopes are not rechecked here; they are enforced when an
-// assignment is created (ValidAssignableScope), as ARM does.
+// Assignable scopes are checked here as well as when an assignment is
+// created: a custom role's scopes can be narrowed after its assignments
+// exist, and an assignment left outside them grants nothing. Checking only at
+// creation let a principal who could rewrite a role at a narrow scope widen
+// what an assignment at a broad scope grants.
 func Decide(assignments []Assignment, roles func(id string) (RoleDefinition, bool), principal, action, scope string) Decision {
 	if principal == "" || action == "" || roles == nil {
 		return Decision{}
@@ -41,7 +45,7 @@ func Decide(assignments []Assignment, roles func(id string) (RoleDefinition, boo
 			continue
 		}
 		role, ok := roles(a.RoleDefinitionID)
-		if !ok {
+		if !ok || !ValidAssignableScope(role, a.Scope) {
 			continue
 		}
 		if Allows(role, action) {

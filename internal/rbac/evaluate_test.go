@@ -19,6 +19,7 @@ const (
 	diskBackupID  = "3e5e47e6-65f7-47ef-90b5-e5dd4d455f24"
 	diskRestoreID = "b50d9833-a0cb-478e-945f-707fcc997c13"
 	customID      = "33333333-3333-3333-3333-333333333333"
+	narrowedID    = "44444444-4444-4444-4444-444444444444"
 )
 
 // customRole is a tenant's own role: it reads disks and manages snapshots in
@@ -36,9 +37,22 @@ func customRole() RoleDefinition {
 	}
 }
 
+// narrowedRole is a custom role whose assignable scopes were narrowed to one
+// resource group after it had been assigned at the subscription, and whose
+// actions were widened to everything: the shape of a privilege escalation.
+func narrowedRole() RoleDefinition {
+	return RoleDefinition{
+		ID:               narrowedID,
+		RoleName:         "Narrowed",
+		RoleType:         CustomRoleType,
+		Permissions:      []Permission{{Actions: []string{"*"}}},
+		AssignableScopes: []string{rg},
+	}
+}
+
 func testIndex(t testing.TB) *RoleIndex {
 	t.Helper()
-	return NewRoleIndex(append(BuiltInRoles(), customRole()))
+	return NewRoleIndex(append(BuiltInRoles(), customRole(), narrowedRole()))
 }
 
 func role(t testing.TB, idOrName string) RoleDefinition {
@@ -272,6 +286,14 @@ func TestDecide(t *testing.T) {
 			alice, "Microsoft.Authorization/roleAssignments/write", disk, true},
 		{"custom role", []Assignment{assign("a1", sub, customID, alice)}, alice, "Microsoft.Compute/snapshots/write", rg + "/providers/Microsoft.Compute/snapshots/s1", true},
 		{"custom role notActions", []Assignment{assign("a1", sub, customID, alice)}, alice, "Microsoft.Compute/snapshots/delete", rg + "/providers/Microsoft.Compute/snapshots/s1", false},
+		{"custom role assigned outside its assignable scopes grants nothing",
+			[]Assignment{assign("a1", "/", customID, alice)}, alice, "Microsoft.Compute/disks/read", disk, false},
+		{"custom role narrowed to a group no longer grants at the subscription",
+			[]Assignment{assign("a1", sub, narrowedID, alice)}, alice, "Microsoft.Resources/subscriptions/resourceGroups/write", sub + "/resourceGroups/new", false},
+		{"custom role narrowed to a group grants nothing inside it either",
+			[]Assignment{assign("a1", sub, narrowedID, alice)}, alice, "Microsoft.Compute/disks/read", disk, false},
+		{"custom role narrowed to a group grants through an assignment inside it",
+			[]Assignment{assign("a1", rg, narrowedID, alice)}, alice, "Microsoft.Compute/disks/read", disk, true},
 		{"unknown role grants nothing", []Assignment{assign("a1", "/", "55555555-5555-5555-5555-555555555555", alice)}, alice, "Microsoft.Compute/disks/read", disk, false},
 		{"role id in upper case", []Assignment{assign("a1", sub, "ACDD72A7-3385-48EF-BD42-F606FBA81AE7", alice)}, alice, "Microsoft.Compute/disks/read", disk, true},
 		{"principal in upper case", []Assignment{assign("a1", sub, readerID, alice)}, "A1CE0000-0000-4000-8000-00000000A11C", "MICROSOFT.COMPUTE/DISKS/READ", "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000001/resourcegroups/RG/providers/microsoft.compute/disks/D1", true},

@@ -17,6 +17,7 @@ const (
 	diskBackupReaderRole  = "3e5e47e6-65f7-47ef-90b5-e5dd4d455f24"
 	diskSnapshotContrib   = "7efff54f-a5b4-42b5-a1c5-5411624893ce"
 	diskRestoreOperator   = "b50d9833-a0cb-478e-945f-707fcc997c13"
+	ownerRoleGUID         = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 	authorizationProvider = "/providers/Microsoft.Authorization/roleDefinitions/"
 )
 
@@ -297,4 +298,98 @@ func (s *server) sdkRoleAssignments(sub, token string) (func(role, scope, princi
 			}}, nil)
 		return err
 	}, nil
+}
+
+// TestRoleDefinitionRewriteCannotEscalate: a principal who may write role
+// definitions in one resource group cannot rewrite a role that is assignable
+// at the whole subscription, and a role narrowed to a group no longer grants
+// through an assignment made above it.
+func TestRoleDefinitionRewriteCannotEscalate(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) { testRoleDefinitionRewrite(t, startServer(t, b.db(t))) })
+	}
+}
+
+func testRoleDefinitionRewrite(t *testing.T, s *server) {
+	ctx := context.Background()
+	sub := newSubscription()
+	subScope := "/subscriptions/" + sub
+	ownScope := subScope + "/resourceGroups/own"
+	adminCred, opts := s.sdk(s.token())
+	adminGroups, _ := armresources.NewResourceGroupsClient(sub, adminCred, opts)
+	if _, err := adminGroups.CreateOrUpdate(ctx, "own", armresources.ResourceGroup{Location: to.Ptr("westus")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	adminDefs, _ := armauthorization.NewRoleDefinitionsClient(adminCred, opts)
+	adminRA, _ := armauthorization.NewRoleAssignmentsClient(sub, adminCred, opts)
+
+	// G reads disks anywhere in the subscription; P holds it there, and is
+	// Owner of the group "own".
+	g := uuid.NewString()
+	def := func(scopes []string, actions ...string) armauthorization.RoleDefinition {
+		var as, ss []*string
+		for _, a := range actions {
+			as = append(as, to.Ptr(a))
+		}
+		for _, sc := range scopes {
+			ss = append(ss, to.Ptr(sc))
+		}
+		return armauthorization.RoleDefinition{Properties: &armauthorization.RoleDefinitionProperties{
+			RoleName: to.Ptr("Disk Looker"), RoleType: to.Ptr("CustomRole"),
+			Permissions: []*armauthorization.Permission{{Actions: as}}, AssignableScopes: ss,
+		}}
+	}
+	if _, err := adminDefs.CreateOrUpdate(ctx, subScope, g, def([]string{subScope}, "Microsoft.Compute/disks/read"), nil); err != nil {
+		t.Fatal(err)
+	}
+	p := uuid.NewString()
+	for _, grant := range []struct{ scope, role string }{{subScope, g}, {ownScope, ownerRoleGUID}} {
+		if _, err := adminRA.Create(ctx, grant.scope, uuid.NewString(), armauthorization.RoleAssignmentCreateParameters{
+			Properties: &armauthorization.RoleAssignmentProperties{RoleDefinitionID: to.Ptr(authorizationProvider + grant.role), PrincipalID: to.Ptr(p)},
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pCred, _ := s.sdk(s.token("--principal", p))
+	pDefs, _ := armauthorization.NewRoleDefinitionsClient(pCred, opts)
+	pGroups, _ := armresources.NewResourceGroupsClient(sub, pCred, opts)
+
+	// The attack: rewrite G at "own", narrowing its scopes there and granting "*".
+	_, err := pDefs.CreateOrUpdate(ctx, ownScope, g, def([]string{ownScope}, "*"), nil)
+	if !hasStatus(err, http.StatusForbidden, "AuthorizationFailed") ||
+		!strings.Contains(err.Error(), "'Microsoft.Authorization/roleDefinitions/write' over scope '"+subScope+"'") {
+		t.Fatalf("rewrite of a subscription-wide role from a group: %v", err)
+	}
+	if _, err := pGroups.CreateOrUpdate(ctx, "stolen", armresources.ResourceGroup{Location: to.Ptr("westus")}, nil); !hasStatus(err, 403, "AuthorizationFailed") {
+		t.Fatalf("P created a resource group at the subscription: %v", err)
+	}
+	got, err := adminDefs.Get(ctx, subScope, g, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := got.Properties.Permissions[0].Actions; len(a) != 1 || *a[0] != "Microsoft.Compute/disks/read" || *got.Properties.AssignableScopes[0] != subScope {
+		t.Fatalf("role changed by a refused write: %+v", got.Properties)
+	}
+	// Nor may P delete it: deleting needs the right over its scopes too.
+	if _, err := pDefs.Delete(ctx, ownScope, g, nil); !hasStatus(err, 403, "AuthorizationFailed") {
+		t.Fatalf("delete of a subscription-wide role from a group: %v", err)
+	}
+
+	// P may still manage a role of its own group, within it.
+	mine := uuid.NewString()
+	if _, err := pDefs.CreateOrUpdate(ctx, ownScope, mine, armauthorization.RoleDefinition{Properties: &armauthorization.RoleDefinitionProperties{
+		RoleName: to.Ptr("Own Group Reader"), Permissions: []*armauthorization.Permission{{Actions: []*string{to.Ptr("*/read")}}},
+		AssignableScopes: []*string{to.Ptr(ownScope)},
+	}}, nil); err != nil {
+		t.Fatalf("P cannot write a role in its own group: %v", err)
+	}
+
+	// When someone entitled to narrows G to "own" (and widens it), P's
+	// assignment at the subscription lies outside G's scopes and grants nothing.
+	if _, err := adminDefs.CreateOrUpdate(ctx, subScope, g, def([]string{ownScope}, "*"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pGroups.CreateOrUpdate(ctx, "stolen", armresources.ResourceGroup{Location: to.Ptr("westus")}, nil); !hasStatus(err, 403, "AuthorizationFailed") {
+		t.Fatalf("an assignment outside its role's assignable scopes granted: %v", err)
+	}
 }

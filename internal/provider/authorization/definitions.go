@@ -217,6 +217,17 @@ func (s *Service) putDefinition(ctx context.Context, r *arm.Request) (*arm.Respo
 		}
 		p.AssignableScopes[i] = sc
 	}
+	prev, _, exists, err := s.definition(ctx, guid)
+	if err != nil {
+		return nil, err
+	}
+	var touched []string
+	if exists {
+		touched = append(touched, prev.AssignableScopes...)
+	}
+	if err := s.authorizeOver(ctx, r, dWriteAction, append(touched, p.AssignableScopes...)); err != nil {
+		return nil, err
+	}
 	for _, def := range rbac.BuiltInRoles() {
 		if strings.EqualFold(def.RoleName, p.RoleName) {
 			return nil, errs.E(errs.Conflict, "RoleDefinitionWithSameNameExists", "A role definition named '%s' already exists.", p.RoleName)
@@ -226,7 +237,7 @@ func (s *Service) putDefinition(ctx context.Context, r *arm.Request) (*arm.Respo
 	now := timestamp(s.Clock.Now())
 	id := provider + "/roleDefinitions/" + guid
 	var out Definition
-	err := s.Store.InTx(ctx, func(tx meta.Tx) error {
+	err = s.Store.InTx(ctx, func(tx meta.Tx) error {
 		page, err := tx.ListResources(ctx, meta.Query{Type: DefinitionType, Limit: 1000})
 		if err != nil {
 			return err
@@ -272,6 +283,9 @@ func (s *Service) deleteDefinition(ctx context.Context, r *arm.Request) (*arm.Re
 	if !ok {
 		return arm.NoContent(), nil
 	}
+	if err := s.authorizeOver(ctx, r, dDeleteAction, def.AssignableScopes); err != nil {
+		return nil, err
+	}
 	err = s.Store.InTx(ctx, func(tx meta.Tx) error {
 		n, err := tx.CountAssignmentsOfRole(ctx, guid)
 		if err != nil {
@@ -288,4 +302,18 @@ func (s *Service) deleteDefinition(ctx context.Context, r *arm.Request) (*arm.Re
 		return nil, err
 	}
 	return arm.OK(wireDefinition(def, scopeOf(r), times)), nil
+}
+
+// authorizeOver refuses the caller unless it holds action over every one of
+// scopes. A role definition is one row for the whole tenant, so changing it
+// changes what every assignment of it grants: the caller must hold the right
+// over each scope the role is, or would become, assignable at, not only over
+// the scope the request names.
+func (s *Service) authorizeOver(ctx context.Context, r *arm.Request, action string, scopes []string) error {
+	for _, sc := range scopes {
+		if err := s.Authorize(ctx, r.Principal, action, sc); err != nil {
+			return err
+		}
+	}
+	return nil
 }

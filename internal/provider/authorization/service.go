@@ -29,6 +29,9 @@ const (
 	AssignmentType = "Microsoft.Authorization/roleAssignments"
 	DefinitionType = "Microsoft.Authorization/roleDefinitions"
 	provider       = "/providers/Microsoft.Authorization"
+
+	dWriteAction  = "Microsoft.Authorization/roleDefinitions/write"
+	dDeleteAction = "Microsoft.Authorization/roleDefinitions/delete"
 )
 
 // Service serves role definitions and assignments and authorizes requests.
@@ -142,8 +145,8 @@ func (s *Service) Routes(r *arm.Router) {
 		write  = "Microsoft.Authorization/roleAssignments/write"
 		delete = "Microsoft.Authorization/roleAssignments/delete"
 		dRead  = "Microsoft.Authorization/roleDefinitions/read"
-		dWrite = "Microsoft.Authorization/roleDefinitions/write"
-		dDel   = "Microsoft.Authorization/roleDefinitions/delete"
+		dWrite = dWriteAction
+		dDel   = dDeleteAction
 	)
 	scoped := func(p string) []string {
 		return []string{"/{scope...}" + provider + p, provider + p}
