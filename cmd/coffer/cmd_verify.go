@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/coffer-backup/coffer/internal/chunk"
+	diskengine "github.com/coffer-backup/coffer/internal/disk"
 	"github.com/coffer-backup/coffer/internal/meta"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/snapshot"
@@ -94,26 +94,9 @@ func snapshotNames(ctx context.Context, dataDir, dbURL string) map[string]string
 		return nil
 	}
 	defer store.Close()
-	out := map[string]string{}
-	q := meta.Query{Type: "Microsoft.Compute/snapshots", Limit: 1000}
-	for {
-		page, err := store.ListResources(ctx, q)
-		if err != nil {
-			return out
-		}
-		for _, res := range page.Items {
-			var body struct {
-				Index string `json:"cofferIndex"`
-			}
-			if json.Unmarshal(res.Body, &body) == nil && body.Index != "" {
-				out[body.Index] = res.ID
-			}
-		}
-		if page.Next == "" {
-			return out
-		}
-		q.After = page.Next
-	}
+	// Whatever could be read names what it can.
+	names, _ := diskengine.IndexNames(ctx, store)
+	return names
 }
 
 func name(names map[string]string, index string) string {

@@ -17,6 +17,7 @@ const (
 	codeAuthorizationPermissionMismatch = "AuthorizationPermissionMismatch"
 	codeAuthorizationFailure            = "AuthorizationFailure"
 	codeBlobNotFound                    = "BlobNotFound"
+	codeCannotVerifyCopySource          = "CannotVerifyCopySource"
 	codeConditionNotMet                 = "ConditionNotMet"
 	codeInternalError                   = "InternalError"
 	codeInvalidHeaderValue              = "InvalidHeaderValue"
@@ -62,6 +63,8 @@ func lookupCode(code string) (wireError, bool) {
 		return wireError{http.StatusForbidden, "This request is not authorized to perform this operation."}, true
 	case codeBlobNotFound:
 		return wireError{http.StatusNotFound, "The specified blob does not exist."}, true
+	case codeCannotVerifyCopySource:
+		return wireError{http.StatusForbidden, "This request is not authorized to perform this operation."}, true
 	case codeConditionNotMet:
 		return wireError{http.StatusPreconditionFailed, "The condition specified using HTTP conditional header(s) is not met."}, true
 	case codeInternalError:

@@ -70,10 +70,13 @@ type Disk interface {
 // earlier snapshot, for Get Page Ranges with prevsnapshot or
 // x-ms-previous-snapshot-url (incremental snapshot export).
 type Differ interface {
-	// ChangedSince lists ranges that may differ from prev, the value the
-	// client sent (a snapshot timestamp or a SAS URL of an earlier
-	// snapshot). An unknown prev is an errs.Conflict error with code
-	// "PreviousSnapshotNotFound", which clients know from Azure.
+	// ChangedSince lists ranges that may differ from prev: the value of
+	// prevsnapshot as the client sent it (on Azure, a snapshot timestamp),
+	// or the resource id that a verified x-ms-previous-snapshot-url grants
+	// (the handler checks that URL's signature and expiry first; an
+	// implementation never sees a URL). An unknown prev is an errs.Conflict
+	// error with code "PreviousSnapshotNotFound", which clients know from
+	// Azure.
 	ChangedSince(prev string) ([]Range, error)
 }
 
@@ -606,7 +609,13 @@ func (h *handler) getPageRanges(c *call, d Disk, q url.Values) error {
 			e := blobErr(codeUnsupportedHeader, "HeaderName", "x-ms-previous-snapshot-url", "Reason", "This disk cannot report differences from an earlier snapshot.")
 			return e
 		}
-		ranges, err = differ.ChangedSince(prevQuery + prevHeader)
+		prev := prevQuery
+		if prevHeader != "" {
+			if prev, err = h.previousSnapshot(prevHeader); err != nil {
+				return err
+			}
+		}
+		ranges, err = differ.ChangedSince(prev)
 	default:
 		ranges, err = d.Allocated()
 	}
@@ -759,4 +768,30 @@ func printable(s string) bool {
 		}
 	}
 	return true
+}
+
+// previousSnapshot checks the SAS URL of x-ms-previous-snapshot-url as it
+// checks a request's own and returns the resource id it grants: a forged,
+// expired or write URL proves nothing, and a URL that is not one of ours is
+// a bad header. The URL is never echoed, since it is a credential.
+func (h *handler) previousSnapshot(raw string) (string, error) {
+	bad := blobErr(codeInvalidHeaderValue, "HeaderName", "x-ms-previous-snapshot-url", "Reason", "not a SAS URL of a snapshot on this server")
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", bad
+	}
+	parts := strings.Split(strings.TrimPrefix(u.EscapedPath(), "/"), "/")
+	if len(parts) != 3 || parts[0] != "sas" || parts[1] == "" {
+		return "", bad
+	}
+	accessID, err := url.PathUnescape(parts[1])
+	if err != nil {
+		return "", bad
+	}
+	g, err := h.signer.Verify(accessID, u.Query())
+	if err != nil || g.Write || g.ResourceID == "" {
+		return "", errs.E(errs.Forbidden, codeCannotVerifyCopySource,
+			"The previous snapshot's SAS URL does not grant read access: its signature does not match, it has expired, or it is not a snapshot's.")
+	}
+	return g.ResourceID, nil
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -302,6 +303,10 @@ func TestSDKErrors(t *testing.T) {
 			_, err := c.NewGetPageRangesDiffPager(&pageblob.GetPageRangesDiffOptions{PrevSnapshotURL: to.Ptr("https://example/sas/x/abcd?sig=secret")}).NextPage(ctx)
 			return err
 		}, code: bloberror.UnsupportedHeader, status: 400},
+		{name: "previous snapshot URL that is not a SAS URL", do: func(ctx context.Context, c *pageblob.Client) error {
+			_, err := c.NewGetPageRangesDiffPager(&pageblob.GetPageRangesDiffOptions{PrevSnapshotURL: to.Ptr("garbage")}).NextPage(ctx)
+			return err
+		}, code: bloberror.InvalidHeaderValue, status: 400},
 		{name: "unknown previous snapshot", do: func(ctx context.Context, c *pageblob.Client) error {
 			_, err := c.NewGetPageRangesDiffPager(&pageblob.GetPageRangesDiffOptions{PrevSnapshot: to.Ptr("nope")}).NextPage(ctx)
 			return err
@@ -357,9 +362,12 @@ func TestSDKDiff(t *testing.T) {
 	if _, err := c.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(randomBytes(3, 512))), blob.HTTPRange{Offset: 512 * kib, Count: 512}, nil); err != nil {
 		t.Fatal(err)
 	}
+	// The URL form names the earlier snapshot by a read SAS of its own,
+	// which the handler verifies and turns into the resource id it grants.
+	_, prevSAS := e.issue("s1", false, time.Hour)
 	for _, opts := range []*pageblob.GetPageRangesDiffOptions{
 		{PrevSnapshot: to.Ptr("s1")},
-		{PrevSnapshotURL: to.Ptr("s1")},
+		{PrevSnapshotURL: to.Ptr(prevSAS)},
 	} {
 		page, err := c.NewGetPageRangesDiffPager(opts).NextPage(ctx)
 		if err != nil {
@@ -406,4 +414,45 @@ func TestUnversionedDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = resp.Body.Close()
+}
+
+// TestPreviousSnapshotURLIsVerified: x-ms-previous-snapshot-url is a
+// credential like the request's own SAS. A forged signature, an expired URL
+// or a write URL proves nothing, and the disk never sees the URL, only the
+// resource id a valid one grants.
+func TestPreviousSnapshotURLIsVerified(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t)
+	d := &diffDisk{fileDisk: newFileDisk(t, 1*mib, e.clock), snapshots: map[string][]byte{}}
+	e.addDisk(testResource, d)
+	d.snapshot(t, "s1")
+	d.snapshot(t, "s2")
+	_, sas := e.issue(testResource, false, 24*time.Hour)
+	c := e.client(sas)
+	diff := func(prev string) error {
+		_, err := c.NewGetPageRangesDiffPager(&pageblob.GetPageRangesDiffOptions{PrevSnapshotURL: to.Ptr(prev)}).NextPage(ctx)
+		return err
+	}
+	_, good := e.issue("s1", false, time.Hour)
+	if err := diff(good); err != nil {
+		t.Fatalf("valid previous URL: %v", err)
+	}
+	// The signature of s1's URL does not cover another resource id.
+	forged := strings.Replace(good, "rid=s1", "rid=s2", 1)
+	if forged == good {
+		t.Fatalf("rid not found in %s", good)
+	}
+	_, write := e.issue("s2", true, time.Hour)
+	_, short := e.issue("s2", false, time.Second)
+	e.clock.Advance(time.Minute)
+	for name, prev := range map[string]string{"forged rid": forged, "write grant": write, "expired": short} {
+		err := diff(prev)
+		var re *azcore.ResponseError
+		if !bloberror.HasCode(err, "CannotVerifyCopySource") || !errors.As(err, &re) || re.StatusCode != 403 {
+			t.Errorf("%s: %v, want 403 CannotVerifyCopySource", name, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "sig=") {
+			t.Errorf("%s: the error echoes the URL: %v", name, err)
+		}
+	}
 }

@@ -263,8 +263,10 @@ func (t queries) PutResource(ctx context.Context, r Resource) (bool, error) {
 }
 
 func (t queries) DeleteResource(ctx context.Context, id string) (bool, error) {
-	if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM role_assignments WHERE id_key = ?`), key(id)); err != nil {
-		return false, err
+	for _, index := range []string{"role_assignments", "resource_labels"} {
+		if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM `+index+` WHERE id_key = ?`), key(id)); err != nil {
+			return false, err
+		}
 	}
 	res, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM resources WHERE id_key = ?`), key(id))
 	if err != nil {
@@ -282,9 +284,11 @@ func likePrefix(s string) string {
 
 func (t queries) DeleteTree(ctx context.Context, id string) (int, error) {
 	k := key(id)
-	if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM role_assignments WHERE id_key = ? OR id_key LIKE ? ESCAPE '!'`),
-		k, likePrefix(k+"/")); err != nil {
-		return 0, err
+	for _, index := range []string{"role_assignments", "resource_labels"} {
+		if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM `+index+` WHERE id_key = ? OR id_key LIKE ? ESCAPE '!'`),
+			k, likePrefix(k+"/")); err != nil {
+			return 0, err
+		}
 	}
 	res, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM resources WHERE id_key = ? OR id_key LIKE ? ESCAPE '!'`),
 		k, likePrefix(k+"/"))
@@ -463,4 +467,41 @@ func (t queries) CountAssignmentsOfRole(ctx context.Context, role string) (int, 
 	var n int
 	err := t.q.QueryRowContext(ctx, t.rebind(`SELECT COUNT(*) FROM role_assignments WHERE role_id = ?`), strings.ToLower(role)).Scan(&n)
 	return n, err
+}
+
+func (t queries) SetLabel(ctx context.Context, id, label, value string) error {
+	if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM resource_labels WHERE id_key = ? AND label = ?`), key(id), label); err != nil {
+		return err
+	}
+	if value == "" {
+		return nil
+	}
+	_, err := t.q.ExecContext(ctx, t.rebind(`INSERT INTO resource_labels (id_key, label, value) VALUES (?, ?, ?)`),
+		key(id), label, strings.ToLower(value))
+	return err
+}
+
+func (t queries) CountLabeled(ctx context.Context, label, value string) (int, error) {
+	var n int
+	err := t.q.QueryRowContext(ctx, t.rebind(`SELECT COUNT(*) FROM resource_labels l JOIN resources r ON r.id_key = l.id_key
+		WHERE l.label = ? AND l.value = ?`), label, strings.ToLower(value)).Scan(&n)
+	return n, err
+}
+
+func (t queries) FindLabeled(ctx context.Context, label, value string) ([]string, error) {
+	rows, err := t.q.QueryContext(ctx, t.rebind(`SELECT r.id FROM resource_labels l JOIN resources r ON r.id_key = l.id_key
+		WHERE l.label = ? AND l.value = ? ORDER BY l.id_key`), label, strings.ToLower(value))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
 }

@@ -103,6 +103,17 @@ type Tx interface {
 	// CountAssignmentsOfRole counts assignments that name role (a GUID).
 	CountAssignmentsOfRole(ctx context.Context, role string) (int, error)
 
+	// SetLabel indexes the resource id under label with value (compared
+	// case-insensitively), replacing the label's previous value; an empty
+	// value removes the label. Labels go with their resource when it is
+	// deleted; write them in the transaction that writes the resource.
+	SetLabel(ctx context.Context, id, label, value string) error
+	// CountLabeled counts the existing resources labelled label=value.
+	CountLabeled(ctx context.Context, label, value string) (int, error)
+	// FindLabeled returns the ids of the existing resources labelled
+	// label=value, in key order.
+	FindLabeled(ctx context.Context, label, value string) ([]string, error)
+
 	// CreateOperation records a new operation.
 	CreateOperation(ctx context.Context, op Operation) error
 	// GetOperation returns the operation or an errs.NotFound error.

@@ -18,6 +18,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/blobapi"
 	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/clock"
+	"github.com/coffer-backup/coffer/internal/disk"
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/meta"
 	"github.com/coffer-backup/coffer/internal/nbd"
@@ -139,11 +140,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := authz.Bootstrap(ctx, adminID); err != nil {
 		return fmt.Errorf("bootstrap administrator: %w", err)
 	}
-	sasKey, err := compute.LoadOrCreateSASKey(dir.Path(SASKeyFile))
+	sasKey, err := disk.LoadOrCreateSASKey(dir.Path(SASKeyFile))
 	if err != nil {
 		return fmt.Errorf("sas key: %w", err)
 	}
-	volumes := compute.NewVolumes(dir.Path(VolumeDir))
+	volumes := disk.NewVolumes(dir.Path(VolumeDir))
 	defer volumes.Close()
 	chunks, err := chunk.Open(ctx, cfg.BlobURL, string(dir), chunk.Options{})
 	if err != nil {
@@ -155,16 +156,17 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	inflight := snapshot.NewInFlight()
 	router := arm.NewRouter(verifier, authz, log, observe)
-	disks := &compute.Service{Store: store, Ops: runner, Clock: cfg.Clock, Volumes: volumes,
-		Signer: blobapi.Signer{Key: sasKey, Clock: cfg.Clock}, Chunks: chunks, InFlight: inflight, Permissions: authz}
-	volumes.Backing = disks.BackingReader
-	groups := &resources.Service{Store: store, Ops: runner, Clock: cfg.Clock, Cascades: []resources.Cascade{disks}}
-	groups.Routes(router)
+	engine := &disk.Engine{Store: store, Clock: cfg.Clock, Volumes: volumes, Chunks: chunks, InFlight: inflight, Permissions: authz}
+	volumes.Backing = engine.BackingReader
+	disks := &compute.Service{Store: store, Ops: runner, Clock: cfg.Clock, Disks: engine,
+		Signer: blobapi.Signer{Key: sasKey, Clock: cfg.Clock}}
+	rgs := &resources.Service{Store: store, Ops: runner, Clock: cfg.Clock, Cascades: []resources.Cascade{engine}}
+	rgs.Routes(router)
 	authz.Routes(router)
 	protection := &dataprotection.Service{Store: store, Ops: runner, Clock: cfg.Clock, TenantID: tenantID, Permissions: authz, BackupData: disks}
 	protection.Routes(router)
 	disks.Routes(router)
-	sas := blobapi.NewHandler(disks.Signer, disks.Lookup, log.With("component", "blobapi"))
+	sas := blobapi.NewHandler(disks.Signer, engine.Lookup, log.With("component", "blobapi"))
 
 	// Disks are attached over NBD: the export name, from attach, is the
 	// secret that opens a disk, so listing shows nothing.
@@ -177,7 +179,7 @@ func Run(ctx context.Context, cfg Config) error {
 		nbdHost, _, _ := net.SplitHostPort(cfg.NBDAddr)
 		nbdAddress := endpointHost(nln.Addr().(*net.TCPAddr), nbdHost)
 		disks.NBDAddress = func() string { return nbdAddress }
-		nbdServer = &nbd.Server{Lookup: disks.NBDLookup, List: func(context.Context) []string { return []string{} },
+		nbdServer = &nbd.Server{Lookup: engine.NBDLookup, List: func(context.Context) []string { return []string{} },
 			Logger: log.With("component", "nbd")}
 		// Off loopback the export name (the disk's key) and the bytes must
 		// not cross the network in clear: NBD_OPT_STARTTLS becomes mandatory,
@@ -224,8 +226,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := runner.Start(runCtx); err != nil {
 		return err
 	}
-	disks.Background = runCtx
-	if err := disks.ResumeHydration(runCtx); err != nil {
+	engine.Background = runCtx
+	if err := engine.IndexSnapshots(runCtx); err != nil {
+		return fmt.Errorf("index snapshots: %w", err)
+	}
+	if err := engine.ResumeHydration(runCtx); err != nil {
 		return fmt.Errorf("resume hydration: %w", err)
 	}
 	maintenance := &Maintenance{Chunks: chunks, InFlight: inflight, Clock: cfg.Clock, Log: log.With("component", "maintenance"),
@@ -260,7 +265,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	stopWork()
 	runner.Wait()
-	disks.WaitHydration()
+	engine.WaitHydration()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

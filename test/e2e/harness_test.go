@@ -161,7 +161,8 @@ func (s *server) start(extra ...string) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		raw, err := os.ReadFile(filepath.Join(s.dataDir, "endpoint"))
-		if err == nil {
+		// The server may have created the file and not yet written it.
+		if err == nil && strings.TrimSpace(string(raw)) != "" {
 			s.endpoint = strings.TrimSpace(string(raw))
 			break
 		}

@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -186,6 +188,36 @@ func TestSnapshotsSDK(t *testing.T) {
 	}
 	if changed != 0 {
 		t.Fatalf("snapshots of unchanged bytes differ in %d ranges", changed)
+	}
+	// Every other form of the diff gets an answer, never a dropped
+	// connection; a previous-snapshot URL is checked like a SAS.
+	u1, _ := url.Parse(sas1)
+	q1 := u1.Query()
+	q1.Set("rid", *second.ID) // another snapshot's id under snap1's signature
+	u1.RawQuery = q1.Encode()
+	for _, tc := range []struct {
+		name, query, header string
+		status              int
+		code                string
+	}{
+		{"an Azure blob snapshot time", "&prevsnapshot=2021-01-01T00:00:00.0000000Z", "", 409, "PreviousSnapshotNotFound"},
+		{"a garbage prevsnapshot", "&prevsnapshot=garbage", "", 409, "PreviousSnapshotNotFound"},
+		{"a garbage previous-snapshot URL", "", "garbage", 400, "InvalidHeaderValue"},
+		{"a forged previous-snapshot URL", "", u1.String(), 403, "CannotVerifyCopySource"},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, sas2+"&comp=pagelist"+tc.query, nil)
+		if tc.header != "" {
+			req.Header.Set("x-ms-previous-snapshot-url", tc.header)
+		}
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !strings.Contains(string(body), "<Code>"+tc.code+"</Code>") {
+			t.Fatalf("%s: %d %s, want %d %s", tc.name, resp.StatusCode, body, tc.status, tc.code)
+		}
 	}
 	// Reading the snapshot through its SAS gives the image's bytes.
 	code, _, body := s.do(http.MethodGet, sas2, "", "")

@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T) meta.Store) {
 		{"ClaimIsExclusive", testClaimExclusive},
 		{"AssignmentIndex", testAssignmentIndex},
 		{"PinnedOperation", testPinnedOperation},
+		{"Labels", testLabels},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -387,5 +388,84 @@ func testPinnedOperation(t *testing.T, s meta.Store) {
 	}
 	if got, ok, _ := s.ClaimOperation(ctx, "nodeB", t0.Add(2*time.Minute), time.Minute); !ok || got.LeaseOwner != "nodeB" {
 		t.Fatalf("takeover after the lease: %+v %v", got, ok)
+	}
+}
+
+// testLabels: a label finds its resources case-insensitively, a new value
+// replaces the old, an empty one removes it, and labels go with their
+// resources on delete and on a tree delete.
+func testLabels(t *testing.T, s meta.Store) {
+	ctx := context.Background()
+	group := rg(sub, "labels")
+	if _, err := s.PutResource(ctx, group); err != nil {
+		t.Fatal(err)
+	}
+	snap := func(name, family string) string {
+		t.Helper()
+		id := group.ID + "/providers/Microsoft.Compute/snapshots/" + name
+		err := s.InTx(ctx, func(tx meta.Tx) error {
+			if _, err := tx.PutResource(ctx, meta.Resource{ID: id, Type: "Microsoft.Compute/snapshots", Name: name,
+				Subscription: sub, ResourceGroup: "labels", Parent: group.ID, Body: json.RawMessage(`{}`), UpdatedAt: t0}); err != nil {
+				return err
+			}
+			return tx.SetLabel(ctx, id, "family", family)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	a := snap("a", "FAM-1")
+	snap("b", "fam-1")
+	c := snap("c", "fam-2")
+	count := func(value string) int {
+		t.Helper()
+		n, err := s.CountLabeled(ctx, "family", value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count("Fam-1"); n != 2 {
+		t.Fatalf("CountLabeled(fam-1) = %d, want 2", n)
+	}
+	ids, err := s.FindLabeled(ctx, "family", "fam-2")
+	if err != nil || len(ids) != 1 || ids[0] != c {
+		t.Fatalf("FindLabeled(fam-2) = %v, %v", ids, err)
+	}
+	if n, _ := s.CountLabeled(ctx, "other", "fam-1"); n != 0 {
+		t.Fatalf("another label's values counted: %d", n)
+	}
+	if err := s.SetLabel(ctx, c, "family", "fam-1"); err != nil {
+		t.Fatal(err)
+	}
+	if count("fam-1") != 3 || count("fam-2") != 0 {
+		t.Fatalf("relabel: fam-1 %d, fam-2 %d", count("fam-1"), count("fam-2"))
+	}
+	if err := s.SetLabel(ctx, c, "family", ""); err != nil {
+		t.Fatal(err)
+	}
+	if count("fam-1") != 2 {
+		t.Fatalf("empty value kept the label: %d", count("fam-1"))
+	}
+	if _, err := s.DeleteResource(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if count("fam-1") != 1 {
+		t.Fatalf("label outlived its resource: %d", count("fam-1"))
+	}
+	if _, err := s.DeleteTree(ctx, group.ID); err != nil {
+		t.Fatal(err)
+	}
+	if count("fam-1") != 0 {
+		t.Fatalf("label outlived its group: %d", count("fam-1"))
+	}
+	// A resource created again under a deleted one's id starts unlabelled.
+	snapID := group.ID + "/providers/Microsoft.Compute/snapshots/b"
+	if _, err := s.PutResource(ctx, meta.Resource{ID: snapID, Type: "Microsoft.Compute/snapshots", Name: "b", Body: json.RawMessage(`{}`), UpdatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if count("fam-1") != 0 {
+		t.Fatalf("a recreated resource inherited a label: %d", count("fam-1"))
 	}
 }

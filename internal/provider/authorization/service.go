@@ -13,8 +13,8 @@ import (
 	"github.com/coffer-backup/coffer/internal/auth"
 	"github.com/coffer-backup/coffer/internal/clock"
 	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/coffer-backup/coffer/internal/groups"
 	"github.com/coffer-backup/coffer/internal/meta"
-	"github.com/coffer-backup/coffer/internal/provider/resources"
 	"github.com/coffer-backup/coffer/internal/rbac"
 	"github.com/google/uuid"
 )
@@ -213,11 +213,11 @@ func (s *Service) checkScope(ctx context.Context, scope string) error {
 		if len(parts) < 2 {
 			return errs.E(errs.Invalid, "InvalidScope", "The scope '%s' is not valid.", scope)
 		}
-		if err := resources.CheckSubscription(parts[1]); err != nil {
+		if err := groups.CheckSubscription(parts[1]); err != nil {
 			return err
 		}
 		if len(parts) >= 4 && strings.EqualFold(parts[2], "resourceGroups") {
-			if _, err := resources.Get(ctx, s.Store, parts[1], parts[3]); err != nil {
+			if _, err := groups.Get(ctx, s.Store, parts[1], parts[3]); err != nil {
 				return err
 			}
 		}

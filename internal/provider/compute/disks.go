@@ -3,8 +3,6 @@ package compute
 import (
 	"context"
 	"encoding/json"
-	"github.com/coffer-backup/coffer/internal/chunk"
-	"github.com/coffer-backup/coffer/internal/snapshot"
 	"net/http"
 	"net/url"
 	"strings"
@@ -13,10 +11,11 @@ import (
 	"github.com/coffer-backup/coffer/internal/arm"
 	"github.com/coffer-backup/coffer/internal/blobapi"
 	"github.com/coffer-backup/coffer/internal/clock"
+	"github.com/coffer-backup/coffer/internal/disk"
 	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/coffer-backup/coffer/internal/groups"
 	"github.com/coffer-backup/coffer/internal/meta"
 	"github.com/coffer-backup/coffer/internal/ops"
-	"github.com/coffer-backup/coffer/internal/provider/resources"
 	"github.com/google/uuid"
 )
 
@@ -38,37 +37,20 @@ const (
 // work is local and quick; one second keeps SDK pollers brisk.
 const retryAfter = 1
 
-// Service serves managed disks.
+// Service serves managed disks and snapshots: it translates ARM calls into
+// the disk engine's use cases.
 type Service struct {
-	Store   meta.Store
-	Ops     *ops.Runner
-	Clock   clock.Clock
-	Volumes *Volumes
+	Store meta.Store
+	Ops   *ops.Runner
+	Clock clock.Clock
+	Disks *disk.Engine
 	// Signer issues the SAS URLs of beginGetAccess; blobapi checks them
 	// with the same key.
 	Signer blobapi.Signer
-	// Chunks keeps snapshots; InFlight protects what uploads and restores
-	// are using from the garbage collector of the same store.
-	Chunks   *chunk.Store
-	InFlight *snapshot.InFlight
-	// Permissions checks rights beyond the route's own action (reading
-	// the source disk of a snapshot).
-	Permissions arm.Authorizer
-
 	// NBDAddress is host:port of the NBD listener, for attach's URIs; nil
 	// when NBD is not served.
 	NBDAddress func() string
-
-	// Background is the context of background work (hydration); it ends
-	// at shutdown.
-	Background context.Context
-
-	frozen    frozenSet
-	exports   liveExports
-	hydrators hydrators
 }
-
-var _ resources.Cascade = (*Service)(nil)
 
 // resourceHandlers serve the operations disks and snapshots share.
 type resourceHandlers struct {
@@ -112,45 +94,7 @@ func (s *Service) Routes(r *arm.Router) {
 }
 
 // DiskID is the canonical id of a disk.
-func DiskID(sub, group, name string) string {
-	return resources.GroupID(sub, group) + "/providers/Microsoft.Compute/disks/" + name
-}
-
-func diskNotFound(group, name string) error {
-	return errs.E(errs.NotFound, "ResourceNotFound",
-		"The Resource 'Microsoft.Compute/disks/%s' under resource group '%s' was not found.", name, group)
-}
-
-func notAllowed(format string, args ...any) error {
-	return errs.E(errs.Conflict, "OperationNotAllowed", format, args...)
-}
-
-// load reads a disk in tx. A missing disk in a missing group is
-// ResourceGroupNotFound, as ARM answers.
-func load(ctx context.Context, tx meta.Tx, sub, group, name string) (record, error) {
-	res, err := tx.GetResource(ctx, DiskID(sub, group, name))
-	if errs.Is(err, errs.NotFound) {
-		if _, gerr := resources.Get(ctx, tx, sub, group); gerr != nil {
-			return record{}, gerr
-		}
-		return record{}, diskNotFound(group, name)
-	}
-	if err != nil {
-		return record{}, err
-	}
-	return decodeRecord(res.Body)
-}
-
-func (s *Service) save(ctx context.Context, tx meta.Tx, sub, group string, rec record) (bool, error) {
-	body, err := json.Marshal(rec)
-	if err != nil {
-		return false, err
-	}
-	return tx.PutResource(ctx, meta.Resource{
-		ID: rec.ID, Type: DiskType, Name: rec.Name, Subscription: sub, ResourceGroup: group,
-		Parent: resources.GroupID(sub, group), Body: body, ETag: uuid.NewString(), UpdatedAt: s.Clock.Now(),
-	})
-}
+func DiskID(sub, group, name string) string { return disk.DiskID(sub, group, name) }
 
 // accepted is the LRO answer for op: the status monitor in
 // Azure-AsyncOperation and the same URL with monitor=true, which serves
@@ -168,7 +112,7 @@ type provisionInput struct {
 
 func (s *Service) put(ctx context.Context, r *arm.Request) (*arm.Response, error) {
 	sub, group, name := r.Param("subscriptionId"), r.Param("resourceGroupName"), r.Param("diskName")
-	if err := resources.CheckSubscription(sub); err != nil {
+	if err := groups.CheckSubscription(sub); err != nil {
 		return nil, err
 	}
 	if err := checkDiskName(name); err != nil {
@@ -178,27 +122,27 @@ func (s *Service) put(ctx context.Context, r *arm.Request) (*arm.Response, error
 	if err := r.Decode(&in); err != nil {
 		return nil, err
 	}
-	if err := resources.CheckLocation(in.Location); err != nil {
+	if err := arm.CheckLocation(in.Location); err != nil {
 		return nil, err
 	}
-	if err := resources.CheckTags(in.Tags); err != nil {
+	if err := arm.CheckTags(in.Tags); err != nil {
 		return nil, err
 	}
-	var out record
+	var out disk.Record
 	var op meta.Operation
 	created := false
 	err := s.Store.InTx(ctx, func(tx meta.Tx) error {
-		if _, err := resources.RequireActive(ctx, tx, sub, group); err != nil {
+		if _, err := groups.RequireActive(ctx, tx, sub, group); err != nil {
 			return err
 		}
 		res, err := tx.GetResource(ctx, DiskID(sub, group, name))
 		switch {
 		case err == nil:
-			rec, err := decodeRecord(res.Body)
+			rec, err := disk.DecodeRecord(res.Body)
 			if err != nil {
 				return err
 			}
-			if normalizeLocation(*in.Location) != rec.Location {
+			if disk.NormalizeLocation(*in.Location) != rec.Location {
 				return invalid("location", "The location of disk '%s' is '%s' and cannot change.", rec.Name, rec.Location)
 			}
 			if in.Properties != nil && in.Properties.CreationData != nil && in.Properties.CreationData.CreateOption != nil &&
@@ -229,7 +173,7 @@ func (s *Service) put(ctx context.Context, r *arm.Request) (*arm.Response, error
 		default:
 			return err
 		}
-		if _, err := s.save(ctx, tx, sub, group, out); err != nil {
+		if _, err := s.Disks.Save(ctx, tx, out); err != nil {
 			return err
 		}
 		op, err = s.Ops.Enqueue(ctx, tx, kindProvision, out.ID, provisionInput{DiskID: out.ID, UniqueID: out.Properties.UniqueID})
@@ -249,30 +193,30 @@ func (s *Service) put(ctx context.Context, r *arm.Request) (*arm.Response, error
 }
 
 // newDisk validates a create and builds the disk's first record.
-func (s *Service) newDisk(sub, group, name string, in diskInput) (record, error) {
+func (s *Service) newDisk(sub, group, name string, in diskInput) (disk.Record, error) {
 	p := in.Properties
 	if p == nil || p.CreationData == nil || p.CreationData.CreateOption == nil || *p.CreationData.CreateOption == "" {
-		return record{}, invalid("creationData.createOption", "Required parameter 'creationData.createOption' is missing (null).")
+		return disk.Record{}, invalid("creationData.createOption", "Required parameter 'creationData.createOption' is missing (null).")
 	}
 	skuName := "Standard_LRS"
 	if in.SKU != nil && in.SKU.Name != nil {
 		var err error
-		if skuName, err = canonicalSKU(*in.SKU.Name); err != nil {
-			return record{}, err
+		if skuName, err = disk.CanonicalSKU(*in.SKU.Name); err != nil {
+			return disk.Record{}, err
 		}
 	}
-	rec := record{Disk: Disk{
-		ID: DiskID(sub, group, name), Name: name, Type: DiskType, Location: normalizeLocation(*in.Location),
-		Properties: DiskProperties{
-			UniqueID: uuid.NewString(), TimeCreated: s.Clock.Now().UTC(), ProvisioningState: provisioningUpdating,
-			MaxShares: 1, Encryption: Encryption{Type: "EncryptionAtRestWithPlatformKey"},
+	rec := disk.Record{Disk: disk.Disk{
+		ID: DiskID(sub, group, name), Name: name, Type: disk.DiskType, Location: disk.NormalizeLocation(*in.Location),
+		Properties: disk.DiskProperties{
+			UniqueID: uuid.NewString(), TimeCreated: s.Clock.Now().UTC(), ProvisioningState: disk.ProvisioningUpdating,
+			MaxShares: 1, Encryption: disk.Encryption{Type: "EncryptionAtRestWithPlatformKey"},
 			NetworkAccessPolicy: "AllowAll", PublicNetworkAccess: "Enabled", DataAccessAuthMode: "None",
 		},
 	}}
 	if in.Tags != nil {
 		rec.Tags = *in.Tags
 	}
-	rec.setSKU(skuName)
+	rec.SetSKU(skuName)
 	if p.OSType != nil {
 		rec.Properties.OSType = *p.OSType
 	}
@@ -281,41 +225,41 @@ func (s *Service) newDisk(sub, group, name string, in diskInput) (record, error)
 	}
 	if p.MaxShares != nil {
 		if *p.MaxShares < 1 {
-			return record{}, invalid("maxShares", "The value %d of maxShares must be at least 1.", *p.MaxShares)
+			return disk.Record{}, invalid("maxShares", "The value %d of maxShares must be at least 1.", *p.MaxShares)
 		}
 		rec.Properties.MaxShares = *p.MaxShares
 	}
 	option := *p.CreationData.CreateOption
 	switch {
-	case strings.EqualFold(option, createEmpty):
+	case strings.EqualFold(option, disk.CreateEmpty):
 		if p.DiskSizeGB == nil {
-			return record{}, invalid("diskSizeGB", "Required parameter 'diskSizeGB' is missing (null): a disk created with createOption Empty needs a size.")
+			return disk.Record{}, invalid("diskSizeGB", "Required parameter 'diskSizeGB' is missing (null): a disk created with createOption Empty needs a size.")
 		}
-		if err := checkSizeGB(*p.DiskSizeGB); err != nil {
-			return record{}, err
+		if err := disk.CheckSizeGB(*p.DiskSizeGB); err != nil {
+			return disk.Record{}, err
 		}
-		rec.Properties.CreationData = CreationData{CreateOption: createEmpty}
-		rec.setSize(*p.DiskSizeGB * gib)
-		rec.RestState = StateUnattached
-	case strings.EqualFold(option, createUpload):
+		rec.Properties.CreationData = disk.CreationData{CreateOption: disk.CreateEmpty}
+		rec.SetSize(*p.DiskSizeGB * disk.GiB)
+		rec.RestState = disk.StateUnattached
+	case strings.EqualFold(option, disk.CreateUpload):
 		if p.CreationData.UploadSizeBytes == nil {
-			return record{}, invalid("creationData.uploadSizeBytes", "Required parameter 'creationData.uploadSizeBytes' is missing (null): a disk created with createOption Upload needs the size of the upload.")
+			return disk.Record{}, invalid("creationData.uploadSizeBytes", "Required parameter 'creationData.uploadSizeBytes' is missing (null): a disk created with createOption Upload needs the size of the upload.")
 		}
 		n := *p.CreationData.UploadSizeBytes
-		if err := checkUploadSize(n); err != nil {
-			return record{}, err
+		if err := disk.CheckUploadSize(n); err != nil {
+			return disk.Record{}, err
 		}
-		rec.Properties.CreationData = CreationData{CreateOption: createUpload, UploadSizeBytes: n}
-		rec.setSize(n)
-		rec.RestState = StateReadyToUpload
+		rec.Properties.CreationData = disk.CreationData{CreateOption: disk.CreateUpload, UploadSizeBytes: n}
+		rec.SetSize(n)
+		rec.RestState = disk.StateReadyToUpload
 	default:
 		for _, known := range []string{"Attach", "FromImage", "Import", "Copy", "Restore", "CopyStart", "ImportSecure", "UploadPreparedSecure", "CopyFromSanSnapshot"} {
 			if strings.EqualFold(option, known) {
-				return record{}, invalid("creationData.createOption",
+				return disk.Record{}, invalid("creationData.createOption",
 					"The value '%s' of creationData.createOption is not supported: coffer creates disks with 'Empty' or 'Upload'.", known)
 			}
 		}
-		return record{}, invalid("creationData.createOption",
+		return disk.Record{}, invalid("creationData.createOption",
 			"The value '%s' of creationData.createOption is not a disk create option; use 'Empty' or 'Upload'.", option)
 	}
 	rec.Properties.DiskState = rec.RestState
@@ -325,20 +269,20 @@ func (s *Service) newDisk(sub, group, name string, in diskInput) (record, error)
 // update applies a PUT on an existing disk or a PATCH: tags, sku and a
 // larger size. The disk goes Updating until the provision operation has
 // grown its volume.
-func (s *Service) update(rec record, in diskInput) (record, error) {
-	rec.settle(s.Clock.Now())
-	if rec.Properties.ProvisioningState == provisioningDeleting {
+func (s *Service) update(rec disk.Record, in diskInput) (disk.Record, error) {
+	rec.Settle(s.Clock.Now())
+	if rec.Properties.ProvisioningState == disk.ProvisioningDeleting {
 		return rec, notAllowed("Disk '%s' is being deleted.", rec.Name)
 	}
 	if in.Tags != nil {
 		rec.Tags = *in.Tags
 	}
 	if in.SKU != nil && in.SKU.Name != nil {
-		name, err := canonicalSKU(*in.SKU.Name)
+		name, err := disk.CanonicalSKU(*in.SKU.Name)
 		if err != nil {
 			return rec, err
 		}
-		rec.setSKU(name)
+		rec.SetSKU(name)
 	}
 	if p := in.Properties; p != nil {
 		if p.DiskSizeGB != nil && *p.DiskSizeGB != rec.Properties.DiskSizeGB {
@@ -347,13 +291,13 @@ func (s *Service) update(rec record, in diskInput) (record, error) {
 				return rec, invalid("diskSizeGB", "Disk '%s' is %d GiB and cannot shrink to diskSizeGB %d: disks only grow.",
 					rec.Name, rec.Properties.DiskSizeGB, gb)
 			}
-			if err := checkSizeGB(gb); err != nil {
+			if err := disk.CheckSizeGB(gb); err != nil {
 				return rec, err
 			}
-			if rec.Properties.DiskState != rec.restState() || rec.Properties.DiskState == StateReadyToUpload {
+			if rec.Properties.DiskState != rec.Rest() || rec.Properties.DiskState == disk.StateReadyToUpload {
 				return rec, notAllowed("Disk '%s' cannot be resized while its state is %s.", rec.Name, rec.Properties.DiskState)
 			}
-			rec.setSize(gb * gib)
+			rec.SetSize(gb * disk.GiB)
 		}
 		if p.OSType != nil {
 			rec.Properties.OSType = *p.OSType
@@ -365,16 +309,16 @@ func (s *Service) update(rec record, in diskInput) (record, error) {
 			rec.Properties.MaxShares = *p.MaxShares
 		}
 	}
-	rec.Properties.ProvisioningState = provisioningUpdating
+	rec.Properties.ProvisioningState = disk.ProvisioningUpdating
 	return rec, nil
 }
 
 func (s *Service) get(ctx context.Context, r *arm.Request) (*arm.Response, error) {
-	rec, err := load(ctx, s.Store, r.Param("subscriptionId"), r.Param("resourceGroupName"), r.Param("diskName"))
+	rec, err := disk.Load(ctx, s.Store, r.Param("subscriptionId"), r.Param("resourceGroupName"), r.Param("diskName"))
 	if err != nil {
 		return nil, err
 	}
-	rec.settle(s.Clock.Now())
+	rec.Settle(s.Clock.Now())
 	return arm.OK(rec.Disk), nil
 }
 
@@ -384,23 +328,23 @@ func (s *Service) patch(ctx context.Context, r *arm.Request) (*arm.Response, err
 	if err := r.Decode(&in); err != nil {
 		return nil, err
 	}
-	if err := resources.CheckTags(in.Tags); err != nil {
+	if err := arm.CheckTags(in.Tags); err != nil {
 		return nil, err
 	}
-	var out record
+	var out disk.Record
 	var op meta.Operation
 	err := s.Store.InTx(ctx, func(tx meta.Tx) error {
-		rec, err := load(ctx, tx, sub, group, name)
+		rec, err := disk.Load(ctx, tx, sub, group, name)
 		if err != nil {
 			return err
 		}
-		if in.Location != nil && normalizeLocation(*in.Location) != rec.Location {
+		if in.Location != nil && disk.NormalizeLocation(*in.Location) != rec.Location {
 			return invalid("location", "The location of disk '%s' is '%s' and cannot change.", rec.Name, rec.Location)
 		}
 		if out, err = s.update(rec, in); err != nil {
 			return err
 		}
-		if _, err := s.save(ctx, tx, sub, group, out); err != nil {
+		if _, err := s.Disks.Save(ctx, tx, out); err != nil {
 			return err
 		}
 		op, err = s.Ops.Enqueue(ctx, tx, kindProvision, out.ID, provisionInput{DiskID: out.ID, UniqueID: out.Properties.UniqueID})
@@ -418,19 +362,19 @@ func (s *Service) list(ctx context.Context, r *arm.Request, q meta.Query) (*arm.
 	if err != nil {
 		return nil, err
 	}
-	q.Type, q.After, q.Limit = DiskType, after, limit
+	q.Type, q.After, q.Limit = disk.DiskType, after, limit
 	page, err := s.Store.ListResources(ctx, q)
 	if err != nil {
 		return nil, err
 	}
 	now := s.Clock.Now()
-	disks := make([]Disk, 0, len(page.Items))
+	disks := make([]disk.Disk, 0, len(page.Items))
 	for _, res := range page.Items {
-		rec, err := decodeRecord(res.Body)
+		rec, err := disk.DecodeRecord(res.Body)
 		if err != nil {
 			return nil, err
 		}
-		rec.settle(now)
+		rec.Settle(now)
 		disks = append(disks, rec.Disk)
 	}
 	return arm.List(r, disks, page.Next), nil
@@ -438,10 +382,10 @@ func (s *Service) list(ctx context.Context, r *arm.Request, q meta.Query) (*arm.
 
 func (s *Service) listByGroup(ctx context.Context, r *arm.Request) (*arm.Response, error) {
 	sub, group := r.Param("subscriptionId"), r.Param("resourceGroupName")
-	if err := resources.CheckSubscription(sub); err != nil {
+	if err := groups.CheckSubscription(sub); err != nil {
 		return nil, err
 	}
-	if _, err := resources.Get(ctx, s.Store, sub, group); err != nil {
+	if _, err := groups.Get(ctx, s.Store, sub, group); err != nil {
 		return nil, err
 	}
 	return s.list(ctx, r, meta.Query{Subscription: sub, ResourceGroup: group})
@@ -449,7 +393,7 @@ func (s *Service) listByGroup(ctx context.Context, r *arm.Request) (*arm.Respons
 
 func (s *Service) listBySubscription(ctx context.Context, r *arm.Request) (*arm.Response, error) {
 	sub := r.Param("subscriptionId")
-	if err := resources.CheckSubscription(sub); err != nil {
+	if err := groups.CheckSubscription(sub); err != nil {
 		return nil, err
 	}
 	return s.list(ctx, r, meta.Query{Subscription: sub})
@@ -462,22 +406,22 @@ type deleteInput struct {
 
 func (s *Service) delete(ctx context.Context, r *arm.Request) (*arm.Response, error) {
 	sub, group, name := r.Param("subscriptionId"), r.Param("resourceGroupName"), r.Param("diskName")
-	var rec record
+	var rec disk.Record
 	var op meta.Operation
 	err := s.Store.InTx(ctx, func(tx meta.Tx) error {
 		var err error
-		if rec, err = load(ctx, tx, sub, group, name); err != nil {
+		if rec, err = disk.Load(ctx, tx, sub, group, name); err != nil {
 			return err
 		}
-		rec.settle(s.Clock.Now())
+		rec.Settle(s.Clock.Now())
 		switch rec.Properties.DiskState {
-		case StateAttached:
+		case disk.StateAttached:
 			return notAllowed("Disk '%s' is attached to '%s' and cannot be deleted; detach it first.", rec.Name, rec.ManagedBy)
-		case StateActiveSAS, StateActiveUpload:
+		case disk.StateActiveSAS, disk.StateActiveUpload:
 			return notAllowed("Disk '%s' has an active SAS (state %s) and cannot be deleted; call endGetAccess first.", rec.Name, rec.Properties.DiskState)
 		}
-		rec.Properties.ProvisioningState = provisioningDeleting
-		if _, err := s.save(ctx, tx, sub, group, rec); err != nil {
+		rec.Properties.ProvisioningState = disk.ProvisioningDeleting
+		if _, err := s.Disks.Save(ctx, tx, rec); err != nil {
 			return err
 		}
 		op, err = s.Ops.Enqueue(ctx, tx, kindDelete, rec.ID, deleteInput{DiskID: rec.ID, UniqueID: rec.Properties.UniqueID})
@@ -500,162 +444,22 @@ func (s *Service) deleteStarted(r *arm.Request, err error, location string, op m
 }
 
 // runProvision creates or grows the disk's volume to the recorded size,
-// then marks the disk Succeeded. Re-run after a crash it finds the volume
-// and carries on.
+// then marks the disk Succeeded.
 func (s *Service) runProvision(ctx context.Context, op meta.Operation) (any, error) {
 	var in provisionInput
 	if err := json.Unmarshal(op.Input, &in); err != nil {
 		return nil, err
 	}
-	// Whenever the disk is gone or going, whatever volume an earlier
-	// attempt made is removed here: the delete may have run before it
-	// existed.
-	res, err := s.Store.GetResource(ctx, in.DiskID)
-	if errs.Is(err, errs.NotFound) {
-		return nil, s.removeVolume(ctx, in.UniqueID)
-	}
-	if err != nil {
-		return nil, err
-	}
-	rec, err := decodeRecord(res.Body)
-	if err != nil {
-		return nil, err
-	}
-	if rec.Properties.UniqueID != in.UniqueID || rec.Properties.ProvisioningState == provisioningDeleting {
-		return nil, s.removeVolume(ctx, in.UniqueID)
-	}
-	ensured := rec.Properties.DiskSizeBytes
-	// A disk made from a snapshot is usable at once: its volume reads what
-	// is not yet local from its own copy of the snapshot's index, and a
-	// background task hydrates it.
-	hydrating := ""
-	if rec.RestoreFrom != "" {
-		if hydrating, err = s.prepareHydration(ctx, rec.Properties.UniqueID, rec.RestoreFrom, ensured); err != nil {
-			return nil, err
-		}
-	}
-	if err := s.Volumes.Ensure(rec.Properties.UniqueID, ensured); err != nil {
-		return nil, err
-	}
-	// A delete (of the disk or its group) that ran while the volume was
-	// being made found nothing to remove; the volume is ours to remove.
-	orphan := false
-	err = s.Store.InTx(ctx, func(tx meta.Tx) error {
-		res, err := tx.GetResource(ctx, in.DiskID)
-		if errs.Is(err, errs.NotFound) {
-			orphan = true
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		rec, err := decodeRecord(res.Body)
-		if err != nil {
-			return err
-		}
-		if rec.Properties.UniqueID != in.UniqueID || rec.Properties.ProvisioningState == provisioningDeleting {
-			orphan = true
-			return nil
-		}
-		// A later update may have asked for more; its own operation grows
-		// the volume and finishes it.
-		if rec.Properties.ProvisioningState != provisioningUpdating || rec.Properties.DiskSizeBytes > ensured {
-			return nil
-		}
-		rec.Properties.ProvisioningState = provisioningSucceeded
-		if rec.RestoreFrom != "" {
-			rec.RestoreFrom, rec.Hydrating = "", hydrating
-		}
-		_, err = s.save(ctx, tx, res.Subscription, res.ResourceGroup, rec)
-		return err
-	})
-	if err == nil && hydrating != "" && !orphan {
-		s.startHydration(in.DiskID, in.UniqueID, hydrating)
-	}
-	if err == nil && orphan {
-		err = s.removeVolume(ctx, in.UniqueID)
-	}
-	return nil, err
+	return nil, s.Disks.Provision(ctx, in.DiskID, in.UniqueID)
 }
 
-// removeVolume removes a disk's volume and, if it was made from a
-// snapshot, its hydration index (a GC root that would otherwise stay).
-func (s *Service) removeVolume(ctx context.Context, uniqueID string) error {
-	s.stopHydration(uniqueID)
-	if err := s.Volumes.Remove(uniqueID); err != nil {
-		return err
-	}
-	return s.dropHydrationIndex(ctx, uniqueID)
-}
-
-// runDelete removes the volume, then the row, unless the name now holds a
-// new disk (another unique id).
+// runDelete removes the volume, then the row.
 func (s *Service) runDelete(ctx context.Context, op meta.Operation) (any, error) {
 	var in deleteInput
 	if err := json.Unmarshal(op.Input, &in); err != nil {
 		return nil, err
 	}
-	if err := s.removeVolume(ctx, in.UniqueID); err != nil {
-		return nil, err
-	}
-	return nil, s.Store.InTx(ctx, func(tx meta.Tx) error {
-		res, err := tx.GetResource(ctx, in.DiskID)
-		if errs.Is(err, errs.NotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		rec, err := decodeRecord(res.Body)
-		if err != nil {
-			return err
-		}
-		if rec.Properties.UniqueID != in.UniqueID {
-			return nil
-		}
-		_, err = tx.DeleteResource(ctx, in.DiskID)
-		return err
-	})
-}
-
-// DeleteGroupContents removes the volumes of every disk in the group; the
-// resource group's delete then removes the rows.
-func (s *Service) DeleteGroupContents(ctx context.Context, groupID string) error {
-	// Disks lose their volumes; snapshots their indexes (their chunks go at
-	// the next collection). The group's delete then removes the rows.
-	for _, typ := range []string{DiskType, SnapshotType} {
-		after := ""
-		for {
-			page, err := s.Store.ListResources(ctx, meta.Query{Type: typ, Under: groupID, After: after, Limit: 500})
-			if err != nil {
-				return err
-			}
-			for _, res := range page.Items {
-				if typ == DiskType {
-					rec, err := decodeRecord(res.Body)
-					if err != nil {
-						return err
-					}
-					if err := s.removeVolume(ctx, rec.Properties.UniqueID); err != nil {
-						return err
-					}
-					continue
-				}
-				var rec snapshotRecord
-				if err := json.Unmarshal(res.Body, &rec); err != nil {
-					return err
-				}
-				if err := snapshot.DeleteSnapshot(ctx, s.Chunks, rec.Index); err != nil && !errs.Is(err, errs.NotFound) {
-					return err
-				}
-			}
-			if page.Next == "" {
-				break
-			}
-			after = page.Next
-		}
-	}
-	return nil
+	return nil, s.Disks.Remove(ctx, in.DiskID, in.UniqueID)
 }
 
 // operationStatus is the Compute status monitor body.

@@ -3,8 +3,6 @@ package compute
 import (
 	"context"
 	"encoding/json"
-	"github.com/coffer-backup/coffer/internal/chunk"
-	"github.com/coffer-backup/coffer/internal/snapshot"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -14,13 +12,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-backup/coffer/internal/chunk"
+	"github.com/coffer-backup/coffer/internal/disk"
+	"github.com/coffer-backup/coffer/internal/groups"
+	"github.com/coffer-backup/coffer/internal/snapshot"
+
 	"github.com/coffer-backup/coffer/internal/arm"
 	"github.com/coffer-backup/coffer/internal/blobapi"
 	"github.com/coffer-backup/coffer/internal/clock"
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/meta"
 	"github.com/coffer-backup/coffer/internal/ops"
-	"github.com/coffer-backup/coffer/internal/provider/resources"
 )
 
 const testSub = "8f1d7c1e-3b7a-4c55-9d43-2f0e6a0b9c11"
@@ -49,19 +51,17 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { chunks.Close() })
+	engine := &disk.Engine{Store: store, Clock: clk, Volumes: disk.NewVolumes(filepath.Join(dir, "volumes")),
+		Chunks: chunks, InFlight: snapshot.NewInFlight()}
 	svc := &Service{
-		Store: store, Clock: clk, Ops: ops.New(store, clk, log, ops.Config{}),
-		Volumes: NewVolumes(filepath.Join(dir, "volumes")),
-		Signer:  blobapi.Signer{Key: make([]byte, 32), Clock: clk},
-		Chunks:  chunks, InFlight: snapshot.NewInFlight(),
+		Store: store, Clock: clk, Ops: ops.New(store, clk, log, ops.Config{}), Disks: engine,
+		Signer: blobapi.Signer{Key: make([]byte, 32), Clock: clk},
 	}
-	t.Cleanup(func() { svc.Volumes.Close() })
+	t.Cleanup(func() { engine.Volumes.Close() })
 	svc.Routes(arm.NewRouter(nil, nil, log, nil))
-	group, _ := json.Marshal(resources.Group{ID: resources.GroupID(testSub, "rg"), Name: "rg", Type: resources.GroupType,
-		Location: "westus", Properties: struct {
-			ProvisioningState string `json:"provisioningState"`
-		}{"Succeeded"}})
-	if _, err := store.PutResource(ctx, meta.Resource{ID: resources.GroupID(testSub, "rg"), Type: resources.GroupType, Name: "rg",
+	group, _ := json.Marshal(groups.Group{ID: groups.ID(testSub, "rg"), Name: "rg", Type: groups.Type,
+		Location: "westus", Properties: groups.Properties{ProvisioningState: "Succeeded"}})
+	if _, err := store.PutResource(ctx, meta.Resource{ID: groups.ID(testSub, "rg"), Type: groups.Type, Name: "rg",
 		Subscription: testSub, Parent: "/subscriptions/" + testSub, Body: group, UpdatedAt: clk.Now()}); err != nil {
 		t.Fatal(err)
 	}
@@ -90,9 +90,9 @@ func (f *fixture) operation(resp *arm.Response) meta.Operation {
 	return op
 }
 
-func (f *fixture) disk(name string) record {
+func (f *fixture) disk(name string) disk.Record {
 	f.t.Helper()
-	rec, err := load(context.Background(), f.svc.Store, testSub, "rg", name)
+	rec, err := disk.Load(context.Background(), f.svc.Store, testSub, "rg", name)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestOperationsRerun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.Status != http.StatusAccepted || resp.Body.(Disk).Properties.ProvisioningState != provisioningUpdating {
+	if resp.Status != http.StatusAccepted || resp.Body.(disk.Disk).Properties.ProvisioningState != disk.ProvisioningUpdating {
 		t.Fatalf("create answered %d %+v", resp.Status, resp.Body)
 	}
 	create := f.operation(resp)
@@ -118,7 +118,7 @@ func TestOperationsRerun(t *testing.T) {
 		}
 	}
 	rec := f.disk("d1")
-	if rec.Properties.ProvisioningState != provisioningSucceeded {
+	if rec.Properties.ProvisioningState != disk.ProvisioningSucceeded {
 		t.Fatalf("after provisioning: %s", rec.Properties.ProvisioningState)
 	}
 
@@ -128,7 +128,7 @@ func TestOperationsRerun(t *testing.T) {
 		t.Fatal(err)
 	}
 	grow := f.operation(resp)
-	if err := f.svc.Volumes.Ensure(rec.Properties.UniqueID, 3*gib); err != nil {
+	if err := f.svc.Disks.Volumes.Ensure(rec.Properties.UniqueID, 3*disk.GiB); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
@@ -136,7 +136,7 @@ func TestOperationsRerun(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if rec = f.disk("d1"); rec.Properties.ProvisioningState != provisioningSucceeded || rec.Properties.DiskSizeBytes != 3*gib {
+	if rec = f.disk("d1"); rec.Properties.ProvisioningState != disk.ProvisioningSucceeded || rec.Properties.DiskSizeBytes != 3*disk.GiB {
 		t.Fatalf("after grow: %+v", rec.Properties)
 	}
 
@@ -150,17 +150,17 @@ func TestOperationsRerun(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := os.Stat(f.svc.Volumes.Dir(rec.Properties.UniqueID)); !os.IsNotExist(err) {
+	if _, err := os.Stat(f.svc.Disks.Volumes.Dir(rec.Properties.UniqueID)); !os.IsNotExist(err) {
 		t.Fatalf("volume after delete: %v", err)
 	}
-	if _, err := load(ctx, f.svc.Store, testSub, "rg", "d1"); !errs.Is(err, errs.NotFound) {
+	if _, err := disk.Load(ctx, f.svc.Store, testSub, "rg", "d1"); !errs.Is(err, errs.NotFound) {
 		t.Fatalf("disk after delete: %v", err)
 	}
 	// The create operation run once more, late, must not bring it back.
 	if _, err := f.svc.runProvision(ctx, create); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(f.svc.Volumes.Dir(rec.Properties.UniqueID)); !os.IsNotExist(err) {
+	if _, err := os.Stat(f.svc.Disks.Volumes.Dir(rec.Properties.UniqueID)); !os.IsNotExist(err) {
 		t.Fatal("a late provision recreated the volume of a deleted disk")
 	}
 }
@@ -201,10 +201,10 @@ func TestAccessLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := f.disk("up").Properties.DiskState; got != StateActiveUpload {
+	if got := f.disk("up").Properties.DiskState; got != disk.StateActiveUpload {
 		t.Fatalf("state %s", got)
 	}
-	d, release, err := f.svc.Lookup(ctx, w)
+	d, release, err := f.svc.Disks.Lookup(ctx, w)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,18 +213,18 @@ func TestAccessLifecycle(t *testing.T) {
 	}
 	release()
 	// A read-only grant for the same access id is not the live access.
-	if _, _, err := f.svc.Lookup(ctx, blobapi.Grant{AccessID: w.AccessID, ResourceID: w.ResourceID}); !errs.Is(err, errs.Forbidden) {
+	if _, _, err := f.svc.Disks.Lookup(ctx, blobapi.Grant{AccessID: w.AccessID, ResourceID: w.ResourceID}); !errs.Is(err, errs.Forbidden) {
 		t.Fatalf("read lookup of a write access: %v", err)
 	}
 
 	// Expiry revokes: Lookup refuses and the disk settles, now Unattached
 	// because its upload window closed.
 	f.clock.Advance(61 * time.Second)
-	if _, _, err := f.svc.Lookup(ctx, w); !errs.Is(err, errs.Forbidden) {
+	if _, _, err := f.svc.Disks.Lookup(ctx, w); !errs.Is(err, errs.Forbidden) {
 		t.Fatalf("lookup after expiry: %v", err)
 	}
 	resp, err = f.call(f.svc.get, http.MethodGet, "up", "", "")
-	if err != nil || resp.Body.(Disk).Properties.DiskState != StateUnattached {
+	if err != nil || resp.Body.(disk.Disk).Properties.DiskState != disk.StateUnattached {
 		t.Fatalf("state after expiry: %+v %v", resp, err)
 	}
 	r, err := grantOf("Read")
@@ -237,10 +237,10 @@ func TestAccessLifecycle(t *testing.T) {
 	if _, err := f.call(f.svc.endGetAccess, http.MethodPost, "up", "/endGetAccess", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := f.svc.Lookup(ctx, r); !errs.Is(err, errs.Forbidden) {
+	if _, _, err := f.svc.Disks.Lookup(ctx, r); !errs.Is(err, errs.Forbidden) {
 		t.Fatalf("lookup after endGetAccess: %v", err)
 	}
-	if got := f.disk("up").Properties.DiskState; got != StateUnattached {
+	if got := f.disk("up").Properties.DiskState; got != disk.StateUnattached {
 		t.Fatalf("state after endGetAccess %s", got)
 	}
 }
@@ -283,7 +283,7 @@ func TestUpdateRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.Status != http.StatusOK || resp.Body.(Disk).Tags["a"] != "b" {
+	if resp.Status != http.StatusOK || resp.Body.(disk.Disk).Tags["a"] != "b" {
 		t.Fatalf("update by PUT: %d %+v", resp.Status, resp.Body)
 	}
 }
@@ -308,10 +308,10 @@ func TestDeleteDuringProvision(t *testing.T) {
 	create := f.operation(resp)
 	uid := f.disk("d").Properties.UniqueID
 	// The create's handler has read the row and is making the volume...
-	if err := f.svc.Volumes.Ensure(uid, gib); err != nil {
+	if err := f.svc.Disks.Volumes.Ensure(uid, disk.GiB); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.svc.Volumes.Remove(uid); err != nil {
+	if err := f.svc.Disks.Volumes.Remove(uid); err != nil {
 		t.Fatal(err)
 	}
 	// ...while the delete runs to the end.
@@ -325,13 +325,13 @@ func TestDeleteDuringProvision(t *testing.T) {
 	// The volume the create then makes is removed by the create itself.
 	var in provisionInput
 	json.Unmarshal(create.Input, &in)
-	if err := f.svc.Volumes.Ensure(in.UniqueID, gib); err != nil {
+	if err := f.svc.Disks.Volumes.Ensure(in.UniqueID, disk.GiB); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.svc.runProvision(ctx, create); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(f.svc.Volumes.Dir(uid)); !os.IsNotExist(err) {
+	if _, err := os.Stat(f.svc.Disks.Volumes.Dir(uid)); !os.IsNotExist(err) {
 		t.Fatalf("orphan volume: %v", err)
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/coffer-backup/coffer/internal/errs"
-	"github.com/coffer-backup/coffer/internal/provider/resources"
+	"github.com/coffer-backup/coffer/internal/groups"
 )
 
 // UserFacingError is DataProtection's rich error, nested in
@@ -106,7 +106,7 @@ func (s *Service) check(ctx context.Context, in validateInput) error {
 			"The snapshot resource group "+snap+" is not in the disk's subscription "+dp.Subscription+".",
 			"Choose a snapshot resource group in the disk's subscription.", in.ActivityID)
 	}
-	if _, err := resources.Get(ctx, s.Store, sp.Subscription, sp.Group); err != nil {
+	if _, err := groups.Get(ctx, s.Store, sp.Subscription, sp.Group); err != nil {
 		if errs.Is(err, errs.NotFound) {
 			return simpleUserError("UserErrorSnapshotResourceGroupNotFound",
 				"The snapshot resource group "+snap+" does not exist.", "Create the resource group, or name an existing one.", in.ActivityID)

@@ -9,8 +9,8 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/arm"
 	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/coffer-backup/coffer/internal/groups"
 	"github.com/coffer-backup/coffer/internal/meta"
-	"github.com/coffer-backup/coffer/internal/provider/resources"
 	"github.com/google/uuid"
 )
 
@@ -190,7 +190,7 @@ func (s *Service) putVault(ctx context.Context, r *arm.Request) (*arm.Response, 
 	if err := r.Decode(&in); err != nil {
 		return nil, err
 	}
-	if err := resources.CheckLocation(in.Location); err != nil {
+	if err := arm.CheckLocation(in.Location); err != nil {
 		return nil, err
 	}
 	if in.Properties == nil {
@@ -205,7 +205,7 @@ func (s *Service) putVault(ctx context.Context, r *arm.Request) (*arm.Response, 
 	if err := checkIdentity(in.Identity); err != nil {
 		return nil, err
 	}
-	if err := resources.CheckTags(&in.Tags); err != nil {
+	if err := arm.CheckTags(&in.Tags); err != nil {
 		return nil, err
 	}
 	id := vaultID(sub, group, name)
@@ -213,7 +213,7 @@ func (s *Service) putVault(ctx context.Context, r *arm.Request) (*arm.Response, 
 	var opID string
 	created := false
 	err := s.Store.InTx(ctx, func(tx meta.Tx) error {
-		if _, err := resources.RequireActive(ctx, tx, sub, group); err != nil {
+		if _, err := groups.RequireActive(ctx, tx, sub, group); err != nil {
 			return err
 		}
 		existing, err := s.loadVault(ctx, tx, id)

@@ -10,6 +10,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/arm"
 	"github.com/coffer-backup/coffer/internal/clock"
 	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/coffer-backup/coffer/internal/groups"
 	"github.com/coffer-backup/coffer/internal/meta"
 	"github.com/coffer-backup/coffer/internal/ops"
 	"github.com/google/uuid"
@@ -23,7 +24,7 @@ var Versions = arm.APIVersions{Provider: "Microsoft.Resources", Versions: []stri
 }}
 
 // GroupType is the ARM type of a resource group.
-const GroupType = "Microsoft.Resources/resourceGroups"
+const GroupType = groups.Type
 
 const deleteGroupKind = "resources.deleteGroup"
 
@@ -40,21 +41,6 @@ type Service struct {
 	Ops      *ops.Runner
 	Clock    clock.Clock
 	Cascades []Cascade
-}
-
-// Group is the wire form of a resource group.
-type Group struct {
-	ID         string            `json:"id"`
-	Name       string            `json:"name"`
-	Type       string            `json:"type"`
-	Location   string            `json:"location"`
-	ManagedBy  string            `json:"managedBy,omitempty"`
-	Tags       map[string]string `json:"tags,omitempty"`
-	Properties groupProperties   `json:"properties"`
-}
-
-type groupProperties struct {
-	ProvisioningState string `json:"provisioningState"`
 }
 
 // Routes registers the resource group operations.
@@ -77,59 +63,12 @@ func (s *Service) Routes(r *arm.Router) {
 
 var groupName = regexp.MustCompile(`^[-\w._()]{1,90}$`)
 
-// CheckSubscription validates a subscription id: any GUID names a
-// subscription on a self-hosted server.
-func CheckSubscription(sub string) error {
-	if _, err := uuid.Parse(sub); err != nil || len(sub) != 36 {
-		return errs.E(errs.Invalid, "InvalidSubscriptionId",
-			"The provided subscription identifier '%s' is malformed or invalid.", sub).WithTarget("subscriptionId")
-	}
-	return nil
-}
-
 func checkGroupName(name string) error {
 	if !groupName.MatchString(name) || strings.HasSuffix(name, ".") {
 		return errs.E(errs.Invalid, "InvalidResourceGroup",
 			"The provided resource group name '%s' has these invalid characters or length: resource group names are 1-90 letters, digits, '_', '-', '.', '(' or ')', and do not end with '.'.", name).WithTarget("resourceGroupName")
 	}
 	return nil
-}
-
-// GroupID is the canonical id of a resource group.
-func GroupID(sub, name string) string {
-	return "/subscriptions/" + sub + "/resourceGroups/" + name
-}
-
-// NotFound is the error for a missing resource group.
-func NotFound(name string) error {
-	return errs.E(errs.NotFound, "ResourceGroupNotFound", "Resource group '%s' could not be found.", name)
-}
-
-// Get returns a resource group, or ResourceGroupNotFound. Providers use it
-// to check the parent of what they create.
-func Get(ctx context.Context, tx meta.Tx, sub, name string) (Group, error) {
-	res, err := tx.GetResource(ctx, GroupID(sub, name))
-	if errs.Is(err, errs.NotFound) {
-		return Group{}, NotFound(name)
-	}
-	if err != nil {
-		return Group{}, err
-	}
-	var g Group
-	if err := json.Unmarshal(res.Body, &g); err != nil {
-		return Group{}, err
-	}
-	return g, nil
-}
-
-// RequireActive is Get that also refuses a group being deleted.
-func RequireActive(ctx context.Context, tx meta.Tx, sub, name string) (Group, error) {
-	g, err := Get(ctx, tx, sub, name)
-	if err == nil && g.Properties.ProvisioningState == "Deleting" {
-		return g, errs.E(errs.Conflict, "ResourceGroupBeingDeleted",
-			"The resource group '%s' is in deprovisioning state and cannot perform this operation.", g.Name)
-	}
-	return g, err
 }
 
 type groupInput struct {
@@ -140,7 +79,7 @@ type groupInput struct {
 
 func (s *Service) put(ctx context.Context, r *arm.Request) (*arm.Response, error) {
 	sub, name := r.Param("subscriptionId"), r.Param("resourceGroupName")
-	if err := CheckSubscription(sub); err != nil {
+	if err := groups.CheckSubscription(sub); err != nil {
 		return nil, err
 	}
 	if err := checkGroupName(name); err != nil {
@@ -150,19 +89,19 @@ func (s *Service) put(ctx context.Context, r *arm.Request) (*arm.Response, error
 	if err := r.Decode(&in); err != nil {
 		return nil, err
 	}
-	if err := CheckLocation(in.Location); err != nil {
+	if err := arm.CheckLocation(in.Location); err != nil {
 		return nil, err
 	}
-	if err := CheckTags(in.Tags); err != nil {
+	if err := arm.CheckTags(in.Tags); err != nil {
 		return nil, err
 	}
-	var out Group
+	var out groups.Group
 	created := false
 	err := s.Store.InTx(ctx, func(tx meta.Tx) error {
-		existing, err := Get(ctx, tx, sub, name)
+		existing, err := groups.Get(ctx, tx, sub, name)
 		switch {
 		case err == nil:
-			if existing.Properties.ProvisioningState == "Deleting" {
+			if existing.Properties.ProvisioningState == groups.StateDeleting {
 				return errs.E(errs.Conflict, "ResourceGroupBeingDeleted",
 					"The resource group '%s' is in deprovisioning state and cannot perform this operation.", existing.Name)
 			}
@@ -173,7 +112,7 @@ func (s *Service) put(ctx context.Context, r *arm.Request) (*arm.Response, error
 			out = existing
 			out.Tags = nil
 		case errs.Is(err, errs.NotFound):
-			out = Group{ID: GroupID(sub, name), Name: name, Type: GroupType, Location: normalizeLocation(*in.Location)}
+			out = groups.Group{ID: groups.ID(sub, name), Name: name, Type: GroupType, Location: normalizeLocation(*in.Location)}
 		default:
 			return err
 		}
@@ -196,7 +135,7 @@ func (s *Service) put(ctx context.Context, r *arm.Request) (*arm.Response, error
 	return arm.OK(out), nil
 }
 
-func (s *Service) save(ctx context.Context, tx meta.Tx, g Group) (bool, error) {
+func (s *Service) save(ctx context.Context, tx meta.Tx, g groups.Group) (bool, error) {
 	body, err := json.Marshal(g)
 	if err != nil {
 		return false, err
@@ -215,45 +154,12 @@ func subscriptionOf(id string) string {
 	return ""
 }
 
-// normalizeLocation lower-cases and drops spaces, as ARM echoes "West US"
-// back as "westus".
-func normalizeLocation(l string) string {
-	return strings.ToLower(strings.ReplaceAll(strings.TrimSpace(l), " ", ""))
-}
+func normalizeLocation(l string) string { return arm.NormalizeLocation(l) }
 
 func sameLocation(a, b string) bool { return normalizeLocation(a) == normalizeLocation(b) }
 
-// CheckLocation refuses a resource body without a location, as ARM does;
-// every provider uses it.
-func CheckLocation(loc *string) error {
-	if loc == nil || strings.TrimSpace(*loc) == "" {
-		return errs.E(errs.Invalid, "LocationRequired", "The location property is required for this definition.").WithTarget("location")
-	}
-	return nil
-}
-
-// CheckTags applies ARM's tag rules (at most 50; names up to 512
-// characters without <>%&\\?/; values up to 256); every provider uses it.
-func CheckTags(tags *map[string]string) error {
-	if tags == nil {
-		return nil
-	}
-	if len(*tags) > 50 {
-		return errs.E(errs.Invalid, "InvalidTagCount", "A resource may carry at most 50 tags, not %d.", len(*tags)).WithTarget("tags")
-	}
-	for k, v := range *tags {
-		if k == "" || len(k) > 512 || strings.ContainsAny(k, "<>%&\\?/") {
-			return errs.E(errs.Invalid, "InvalidTagNameCharacters", "The tag name '%s' is empty, longer than 512 characters or has one of <>%%&\\?/.", k).WithTarget("tags")
-		}
-		if len(v) > 256 {
-			return errs.E(errs.Invalid, "InvalidTagValueLength", "The value of tag '%s' is longer than 256 characters.", k).WithTarget("tags")
-		}
-	}
-	return nil
-}
-
 func (s *Service) get(ctx context.Context, r *arm.Request) (*arm.Response, error) {
-	g, err := Get(ctx, s.Store, r.Param("subscriptionId"), r.Param("resourceGroupName"))
+	g, err := groups.Get(ctx, s.Store, r.Param("subscriptionId"), r.Param("resourceGroupName"))
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +167,7 @@ func (s *Service) get(ctx context.Context, r *arm.Request) (*arm.Response, error
 }
 
 func (s *Service) head(ctx context.Context, r *arm.Request) (*arm.Response, error) {
-	if _, err := Get(ctx, s.Store, r.Param("subscriptionId"), r.Param("resourceGroupName")); err != nil {
+	if _, err := groups.Get(ctx, s.Store, r.Param("subscriptionId"), r.Param("resourceGroupName")); err != nil {
 		if errs.Is(err, errs.NotFound) {
 			return &arm.Response{Status: http.StatusNotFound}, nil
 		}
@@ -275,12 +181,12 @@ func (s *Service) patch(ctx context.Context, r *arm.Request) (*arm.Response, err
 	if err := r.Decode(&in); err != nil {
 		return nil, err
 	}
-	if err := CheckTags(in.Tags); err != nil {
+	if err := arm.CheckTags(in.Tags); err != nil {
 		return nil, err
 	}
-	var out Group
+	var out groups.Group
 	err := s.Store.InTx(ctx, func(tx meta.Tx) error {
-		g, err := RequireActive(ctx, tx, r.Param("subscriptionId"), r.Param("resourceGroupName"))
+		g, err := groups.RequireActive(ctx, tx, r.Param("subscriptionId"), r.Param("resourceGroupName"))
 		if err != nil {
 			return err
 		}
@@ -305,7 +211,7 @@ func (s *Service) patch(ctx context.Context, r *arm.Request) (*arm.Response, err
 
 func (s *Service) list(ctx context.Context, r *arm.Request) (*arm.Response, error) {
 	sub := r.Param("subscriptionId")
-	if err := CheckSubscription(sub); err != nil {
+	if err := groups.CheckSubscription(sub); err != nil {
 		return nil, err
 	}
 	if f := r.Query("$filter"); f != "" {
@@ -330,12 +236,12 @@ func (s *Service) delete(ctx context.Context, r *arm.Request) (*arm.Response, er
 	sub, name := r.Param("subscriptionId"), r.Param("resourceGroupName")
 	var op meta.Operation
 	err := s.Store.InTx(ctx, func(tx meta.Tx) error {
-		g, err := Get(ctx, tx, sub, name)
+		g, err := groups.Get(ctx, tx, sub, name)
 		if err != nil {
 			return err
 		}
-		if g.Properties.ProvisioningState != "Deleting" {
-			g.Properties.ProvisioningState = "Deleting"
+		if g.Properties.ProvisioningState != groups.StateDeleting {
+			g.Properties.ProvisioningState = groups.StateDeleting
 			if _, err := s.save(ctx, tx, g); err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package compute
+package disk
 
 import (
 	"errors"
@@ -46,7 +46,7 @@ func (v *Volumes) Dir(uniqueID string) string { return filepath.Join(v.Root, uni
 
 func checkUniqueID(id string) error {
 	if _, err := uuid.Parse(id); err != nil || len(id) != 36 {
-		return fmt.Errorf("compute: %q is not a volume id", id)
+		return fmt.Errorf("disk: %q is not a volume id", id)
 	}
 	return nil
 }
@@ -102,7 +102,7 @@ func (v *Volumes) Open(uniqueID string) (*volume.Volume, error) {
 	if name := vol.Backing(); name != "" {
 		if v.Backing == nil {
 			vol.Close()
-			return nil, fmt.Errorf("compute: volume %s reads from %s but no backing is configured", uniqueID, name)
+			return nil, fmt.Errorf("disk: volume %s reads from %s but no backing is configured", uniqueID, name)
 		}
 		src, err := v.Backing(name)
 		if err != nil {
@@ -141,7 +141,7 @@ func (v *Volumes) Release(uniqueID string) error {
 	defer v.mu.Unlock()
 	ov := v.open[uniqueID]
 	if ov == nil {
-		return fmt.Errorf("compute: release of volume %s that is not open", uniqueID)
+		return fmt.Errorf("disk: release of volume %s that is not open", uniqueID)
 	}
 	ov.refs--
 	if ov.refs > 0 {

@@ -1,4 +1,4 @@
-package compute
+package disk
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/meta"
@@ -20,18 +19,18 @@ func hydrationIndex(uniqueID string) string { return "hydrate/" + uniqueID }
 
 // prepareHydration copies the snapshot's index for the disk and creates the
 // disk's volume backed by it. Idempotent.
-func (s *Service) prepareHydration(ctx context.Context, uniqueID, snapshotIndex string, size int64) (string, error) {
+func (e *Engine) prepareHydration(ctx context.Context, uniqueID, snapshotIndex string, size int64) (string, error) {
 	name := hydrationIndex(uniqueID)
-	if _, err := s.Chunks.GetIndex(ctx, name); errs.Is(err, errs.NotFound) {
-		idx, err := s.Chunks.GetIndex(ctx, snapshotIndex)
+	if _, err := e.Chunks.GetIndex(ctx, name); errs.Is(err, errs.NotFound) {
+		idx, err := e.Chunks.GetIndex(ctx, snapshotIndex)
 		if err != nil {
 			return "", err
 		}
 		// The snapshot's chunks are leased while its index is copied, in
 		// case it is deleted and collected in between.
-		lease := s.InFlight.Lease()
+		lease := e.InFlight.Lease()
 		lease.Add(idx.Digests...)
-		err = s.Chunks.PutIndex(ctx, name, idx)
+		err = e.Chunks.PutIndex(ctx, name, idx)
 		lease.Release()
 		if err != nil && !errs.Is(err, errs.Conflict) {
 			return "", err
@@ -39,109 +38,108 @@ func (s *Service) prepareHydration(ctx context.Context, uniqueID, snapshotIndex 
 	} else if err != nil {
 		return "", err
 	}
-	return name, s.Volumes.EnsureBacked(uniqueID, size, name)
+	return name, e.Volumes.EnsureBacked(uniqueID, size, name)
 }
 
 // BackingReader opens a hydration index as the backing of a volume.
-func (s *Service) BackingReader(name string) (io.ReaderAt, error) {
-	idx, err := s.Chunks.GetIndex(context.Background(), name)
+func (e *Engine) BackingReader(name string) (io.ReaderAt, error) {
+	idx, err := e.Chunks.GetIndex(context.Background(), name)
 	if err != nil {
 		return nil, err
 	}
-	return snapshot.NewReader(s.Chunks, idx, snapshot.ReaderOptions{CacheChunks: 64}), nil
+	return snapshot.NewReader(e.Chunks, idx, snapshot.ReaderOptions{CacheChunks: 64}), nil
 }
 
 // hydrators are the running background hydrations, by unique id.
 type hydrators struct {
-	mu     sync.Mutex
-	cancel map[string]context.CancelFunc
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	running map[string]*hydration
+	wg      sync.WaitGroup
+}
+
+type hydration struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the hydration has let go of the volume
 }
 
 // startHydration copies the rest of a disk's blocks in the background and
 // then makes the disk standalone: the record forgets its hydration index,
 // which is deleted.
-func (s *Service) startHydration(diskID, uniqueID, index string) {
-	s.hydrators.mu.Lock()
-	defer s.hydrators.mu.Unlock()
-	if s.hydrators.cancel == nil {
-		s.hydrators.cancel = map[string]context.CancelFunc{}
+func (e *Engine) startHydration(diskID, uniqueID, index string) {
+	e.hydrators.mu.Lock()
+	defer e.hydrators.mu.Unlock()
+	if e.hydrators.running == nil {
+		e.hydrators.running = map[string]*hydration{}
 	}
-	if _, running := s.hydrators.cancel[uniqueID]; running {
+	if _, running := e.hydrators.running[uniqueID]; running {
 		return
 	}
-	base := s.Background
+	base := e.Background
 	if base == nil {
 		base = context.Background()
 	}
 	ctx, cancel := context.WithCancel(base)
-	s.hydrators.cancel[uniqueID] = cancel
-	s.hydrators.wg.Add(1)
+	h := &hydration{cancel: cancel, done: make(chan struct{})}
+	e.hydrators.running[uniqueID] = h
+	e.hydrators.wg.Add(1)
 	go func() {
-		defer s.hydrators.wg.Done()
+		defer e.hydrators.wg.Done()
 		defer func() {
-			s.hydrators.mu.Lock()
-			delete(s.hydrators.cancel, uniqueID)
-			s.hydrators.mu.Unlock()
+			e.hydrators.mu.Lock()
+			delete(e.hydrators.running, uniqueID)
+			e.hydrators.mu.Unlock()
 			cancel()
+			close(h.done)
 		}()
-		if err := s.hydrate(ctx, diskID, uniqueID, index); err != nil && ctx.Err() == nil {
+		if err := e.hydrate(ctx, diskID, uniqueID, index); err != nil && ctx.Err() == nil {
 			slog.Default().Error("hydration", "disk", diskID, "err", err)
 		}
 	}()
 }
 
-func (s *Service) hydrate(ctx context.Context, diskID, uniqueID, index string) error {
-	vol, err := s.Volumes.Open(uniqueID)
+func (e *Engine) hydrate(ctx context.Context, diskID, uniqueID, index string) error {
+	vol, err := e.Volumes.Open(uniqueID)
 	if err != nil {
 		return err
 	}
 	err = vol.Hydrate(ctx, nil)
-	s.Volumes.Release(uniqueID)
+	e.Volumes.Release(uniqueID)
 	if err != nil {
 		return err
 	}
-	err = s.Store.InTx(ctx, func(tx meta.Tx) error {
+	err = e.Store.InTx(ctx, func(tx meta.Tx) error {
 		res, err := tx.GetResource(ctx, diskID)
 		if err != nil {
 			return err
 		}
-		rec, err := decodeRecord(res.Body)
+		rec, err := DecodeRecord(res.Body)
 		if err != nil || rec.Properties.UniqueID != uniqueID {
 			return err
 		}
 		rec.Hydrating = ""
-		_, err = s.save(ctx, tx, res.Subscription, res.ResourceGroup, rec)
+		_, err = e.Save(ctx, tx, rec)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	return s.Chunks.DeleteIndex(ctx, index)
+	return e.Chunks.DeleteIndex(ctx, index)
 }
 
 // stopHydration cancels a disk's hydration and waits for it to let go.
-func (s *Service) stopHydration(uniqueID string) {
-	s.hydrators.mu.Lock()
-	cancel := s.hydrators.cancel[uniqueID]
-	s.hydrators.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		for {
-			s.hydrators.mu.Lock()
-			_, running := s.hydrators.cancel[uniqueID]
-			s.hydrators.mu.Unlock()
-			if !running {
-				return
-			}
-			time.Sleep(time.Millisecond)
-		}
+func (e *Engine) stopHydration(uniqueID string) {
+	e.hydrators.mu.Lock()
+	h := e.hydrators.running[uniqueID]
+	e.hydrators.mu.Unlock()
+	if h != nil {
+		h.cancel()
+		<-h.done
 	}
 }
 
 // dropHydrationIndex deletes a removed disk's hydration index, if any.
-func (s *Service) dropHydrationIndex(ctx context.Context, uniqueID string) error {
-	if err := s.Chunks.DeleteIndex(ctx, hydrationIndex(uniqueID)); err != nil && !errs.Is(err, errs.NotFound) {
+func (e *Engine) dropHydrationIndex(ctx context.Context, uniqueID string) error {
+	if err := e.Chunks.DeleteIndex(ctx, hydrationIndex(uniqueID)); err != nil && !errs.Is(err, errs.NotFound) {
 		return err
 	}
 	return nil
@@ -149,20 +147,20 @@ func (s *Service) dropHydrationIndex(ctx context.Context, uniqueID string) error
 
 // ResumeHydration restarts the hydration of every disk that was still
 // hydrating when the server stopped.
-func (s *Service) ResumeHydration(ctx context.Context) error {
+func (e *Engine) ResumeHydration(ctx context.Context) error {
 	q := meta.Query{Type: DiskType, Limit: 1000}
 	for {
-		page, err := s.Store.ListResources(ctx, q)
+		page, err := e.Store.ListResources(ctx, q)
 		if err != nil {
 			return err
 		}
 		for _, res := range page.Items {
-			var rec record
+			var rec Record
 			if err := json.Unmarshal(res.Body, &rec); err != nil {
 				return err
 			}
-			if rec.Hydrating != "" && rec.Properties.ProvisioningState == provisioningSucceeded {
-				s.startHydration(rec.ID, rec.Properties.UniqueID, rec.Hydrating)
+			if rec.Hydrating != "" && rec.Properties.ProvisioningState == ProvisioningSucceeded {
+				e.startHydration(rec.ID, rec.Properties.UniqueID, rec.Hydrating)
 			}
 		}
 		if page.Next == "" {
@@ -174,4 +172,4 @@ func (s *Service) ResumeHydration(ctx context.Context) error {
 
 // WaitHydration waits for background hydrations to stop (at shutdown,
 // after Background is cancelled).
-func (s *Service) WaitHydration() { s.hydrators.wg.Wait() }
+func (e *Engine) WaitHydration() { e.hydrators.wg.Wait() }

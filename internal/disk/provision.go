@@ -1,0 +1,158 @@
+package disk
+
+import (
+	"context"
+
+	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/coffer-backup/coffer/internal/meta"
+	"github.com/coffer-backup/coffer/internal/snapshot"
+)
+
+// Provision creates or grows the volume of the disk diskID (whose unique
+// id must still be uniqueID) to its recorded size, then marks the disk
+// Succeeded. A disk made from a snapshot is usable at once: its volume
+// reads what is not yet local from its own copy of the snapshot's index,
+// and a background task hydrates it. Idempotent: re-run after a crash it
+// finds the volume and carries on; if the disk is gone or going, whatever
+// volume an earlier attempt made is removed instead.
+func (e *Engine) Provision(ctx context.Context, diskID, uniqueID string) error {
+	res, err := e.Store.GetResource(ctx, diskID)
+	if errs.Is(err, errs.NotFound) {
+		return e.RemoveVolume(ctx, uniqueID)
+	}
+	if err != nil {
+		return err
+	}
+	rec, err := DecodeRecord(res.Body)
+	if err != nil {
+		return err
+	}
+	if rec.Properties.UniqueID != uniqueID || rec.Properties.ProvisioningState == ProvisioningDeleting {
+		return e.RemoveVolume(ctx, uniqueID)
+	}
+	ensured := rec.Properties.DiskSizeBytes
+	hydrating := ""
+	if rec.RestoreFrom != "" {
+		if hydrating, err = e.prepareHydration(ctx, rec.Properties.UniqueID, rec.RestoreFrom, ensured); err != nil {
+			return err
+		}
+	}
+	if err := e.Volumes.Ensure(rec.Properties.UniqueID, ensured); err != nil {
+		return err
+	}
+	// A delete (of the disk or its group) that ran while the volume was
+	// being made found nothing to remove; the volume is ours to remove.
+	orphan := false
+	err = e.Store.InTx(ctx, func(tx meta.Tx) error {
+		res, err := tx.GetResource(ctx, diskID)
+		if errs.Is(err, errs.NotFound) {
+			orphan = true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		rec, err := DecodeRecord(res.Body)
+		if err != nil {
+			return err
+		}
+		if rec.Properties.UniqueID != uniqueID || rec.Properties.ProvisioningState == ProvisioningDeleting {
+			orphan = true
+			return nil
+		}
+		// A later update may have asked for more; its own operation grows
+		// the volume and finishes it.
+		if rec.Properties.ProvisioningState != ProvisioningUpdating || rec.Properties.DiskSizeBytes > ensured {
+			return nil
+		}
+		rec.Properties.ProvisioningState = ProvisioningSucceeded
+		if rec.RestoreFrom != "" {
+			rec.RestoreFrom, rec.Hydrating = "", hydrating
+		}
+		_, err = e.Save(ctx, tx, rec)
+		return err
+	})
+	if err == nil && hydrating != "" && !orphan {
+		e.startHydration(diskID, uniqueID, hydrating)
+	}
+	if err == nil && orphan {
+		err = e.RemoveVolume(ctx, uniqueID)
+	}
+	return err
+}
+
+// RemoveVolume removes a disk's volume and, if it was made from a
+// snapshot, its hydration index (a GC root that would otherwise stay).
+func (e *Engine) RemoveVolume(ctx context.Context, uniqueID string) error {
+	e.stopHydration(uniqueID)
+	if err := e.Volumes.Remove(uniqueID); err != nil {
+		return err
+	}
+	return e.dropHydrationIndex(ctx, uniqueID)
+}
+
+// Remove deletes the disk diskID: its volume, then its row, unless the
+// name now holds a new disk (another unique id). Idempotent.
+func (e *Engine) Remove(ctx context.Context, diskID, uniqueID string) error {
+	if err := e.RemoveVolume(ctx, uniqueID); err != nil {
+		return err
+	}
+	return e.Store.InTx(ctx, func(tx meta.Tx) error {
+		res, err := tx.GetResource(ctx, diskID)
+		if errs.Is(err, errs.NotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		rec, err := DecodeRecord(res.Body)
+		if err != nil {
+			return err
+		}
+		if rec.Properties.UniqueID != uniqueID {
+			return nil
+		}
+		_, err = tx.DeleteResource(ctx, diskID)
+		return err
+	})
+}
+
+// DeleteGroupContents removes what the disks and snapshots of a resource
+// group hold outside the metadata store: disks lose their volumes,
+// snapshots their indexes (their chunks go at the next collection). The
+// group's delete then removes the rows. Idempotent.
+func (e *Engine) DeleteGroupContents(ctx context.Context, groupID string) error {
+	for _, typ := range []string{DiskType, SnapshotType} {
+		after := ""
+		for {
+			page, err := e.Store.ListResources(ctx, meta.Query{Type: typ, Under: groupID, After: after, Limit: 500})
+			if err != nil {
+				return err
+			}
+			for _, res := range page.Items {
+				if typ == DiskType {
+					rec, err := DecodeRecord(res.Body)
+					if err != nil {
+						return err
+					}
+					if err := e.RemoveVolume(ctx, rec.Properties.UniqueID); err != nil {
+						return err
+					}
+					continue
+				}
+				rec, err := LoadSnapshot(ctx, e.Store, res.ID)
+				if err != nil {
+					return err
+				}
+				if err := snapshot.DeleteSnapshot(ctx, e.Chunks, rec.Index); err != nil && !errs.Is(err, errs.NotFound) {
+					return err
+				}
+			}
+			if page.Next == "" {
+				break
+			}
+			after = page.Next
+		}
+	}
+	return nil
+}
