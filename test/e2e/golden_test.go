@@ -303,3 +303,36 @@ func (tr *transcript) JSON(t *testing.T) []byte {
 	}
 	return raw
 }
+
+// TestNormalizeJSON pins what the golden files rely on: equal volatile
+// values share a placeholder, constants echoed from requests survive.
+func TestNormalizeJSON(t *testing.T) {
+	now := time.Now().UTC()
+	op := base64.StdEncoding.EncodeToString([]byte("2d598363-ae03-4c09-a365-a051cd165e86;1ac4d205-1cc1-4555-b13d-c07ec10e011d"))
+	in := `{"z":"https://127.0.0.1:4431/subscriptions/B879AB85-46b2-4b15-a5f4-1ebaef45ad3f/x/operationStatus/` + op + `?api-version=1",
+		"a":{"sub":"b879ab85-46b2-4b15-a5f4-1ebaef45ad3f","same":"B879AB85-46b2-4b15-a5f4-1ebaef45ad3f","name":"` + op + `"},
+		"role":"/providers/Microsoft.Authorization/roleDefinitions/` + diskBackupReaderRole + `",
+		"start":"` + now.Format(time.RFC3339Nano) + `","end":"0001-01-01T00:00:00","schedule":"R/2021-05-20T22:00:00+00:00/PT4H",
+		"n":1.50}`
+	got, err := normalizeJSON([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{
+  "a": {
+    "name": "<op-1>",
+    "same": "<guid-1>",
+    "sub": "<guid-2>"
+  },
+  "end": "0001-01-01T00:00:00",
+  "n": 1.50,
+  "role": "/providers/Microsoft.Authorization/roleDefinitions/` + diskBackupReaderRole + `",
+  "schedule": "R/2021-05-20T22:00:00+00:00/PT4H",
+  "start": "<time>",
+  "z": "<base-url>/subscriptions/<guid-1>/x/operationStatus/<op-1>?api-version=1"
+}
+`
+	if string(got) != want {
+		t.Fatalf("normalized:\n%s", lineDiff(want, string(got)))
+	}
+}
