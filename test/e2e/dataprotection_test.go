@@ -54,6 +54,7 @@ func (s *server) mustDo(method, path, token, body string, want int) (http.Header
 // poll GETs a status monitor until it leaves Inprogress.
 func (s *server) poll(url, token string) map[string]any {
 	s.t.Helper()
+	defer s.record.polling()()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		_, body := s.mustDo("GET", url, token, "", 200)
@@ -76,6 +77,7 @@ func (s *server) createDisk(token, id, location string, sizeGB int) {
 	if code != 200 && code != 201 && code != 202 {
 		s.t.Fatalf("create disk: %d %s", code, body)
 	}
+	defer s.record.polling()()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		_, body := s.mustDo("GET", id+"?api-version=2025-01-02", token, "", 200)
@@ -105,6 +107,7 @@ func TestSeedReplay(t *testing.T) {
 }
 
 func testSeedReplay(t *testing.T, s *server) {
+	s.record = &transcript{}
 	admin := s.token()
 	sub := newSubscription()
 	subPath := "/subscriptions/" + sub
@@ -315,6 +318,7 @@ func testSeedReplay(t *testing.T, s *server) {
 	}
 	s.mustDo("GET", bi+dp, admin, "", 404)
 	s.mustDo("GET", h.Get("Location"), admin, "", 204)
+	golden(t, "seed_replay", s.record.JSON(t))
 }
 
 // TestProtectionLifecycle covers what the article does not: state changes,

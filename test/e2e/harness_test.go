@@ -103,6 +103,9 @@ type server struct {
 	client   *http.Client
 	logs     *logBuffer
 	exited   chan error
+	// record, when set, keeps every exchange sent through do for a golden
+	// transcript.
+	record *transcript
 }
 
 func startServer(t *testing.T, db string, extra ...string) *server {
@@ -324,6 +327,9 @@ func (s *server) do(method, path, token string, body string) (int, http.Header, 
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
+	if s.record != nil {
+		s.record.add(method, u, resp.StatusCode, resp.Header, string(raw))
+	}
 	return resp.StatusCode, resp.Header, string(raw)
 }
 
