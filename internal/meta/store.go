@@ -49,6 +49,18 @@ type AssignmentIndex struct {
 	RoleID    string // role definition GUID
 }
 
+// BackupInstanceIndex is a backup instance as lookups by datasource and by
+// vault need it. Vault, Datasource and Policy are compared without regard to
+// case (and a trailing '/'); reads return them lower-cased, and ID in its
+// canonical casing.
+type BackupInstanceIndex struct {
+	ID         string // the instance's resource id
+	Vault      string // the vault's id
+	Datasource string // the protected datasource's id
+	Policy     string // the policy's id
+	State      string // the current protection state
+}
+
 // Operation is a durable long-running operation.
 type Operation struct {
 	ID         string
@@ -102,6 +114,17 @@ type Tx interface {
 	AssignmentsOf(ctx context.Context, principal string) ([]AssignmentIndex, error)
 	// CountAssignmentsOfRole counts assignments that name role (a GUID).
 	CountAssignmentsOfRole(ctx context.Context, role string) (int, error)
+
+	// IndexBackupInstance records (or replaces) a backup instance in the
+	// by-datasource and by-vault index; the instance's resource row is
+	// written beside it, and DeleteResource and DeleteTree remove both.
+	IndexBackupInstance(ctx context.Context, b BackupInstanceIndex) error
+	// BackupInstancesOf returns every indexed instance protecting the
+	// datasource, in id order.
+	BackupInstancesOf(ctx context.Context, datasource string) ([]BackupInstanceIndex, error)
+	// BackupInstancesIn returns every indexed instance of the vault, in id
+	// order.
+	BackupInstancesIn(ctx context.Context, vault string) ([]BackupInstanceIndex, error)
 
 	// CreateOperation records a new operation.
 	CreateOperation(ctx context.Context, op Operation) error
