@@ -104,14 +104,28 @@ func (p Policy) NextSlot(after time.Time) time.Time {
 	// transition eats a slot.
 	for day := 0; day < 3; day++ {
 		for off := first; off < 24*time.Hour; off += s.period {
-			t := time.Date(y, m, d+day, int(off/time.Hour), int(off%time.Hour/time.Minute),
-				int(off%time.Minute/time.Second), int(off%time.Second), s.loc)
+			t := wallClock(y, m, d+day, off, s.loc)
 			if t.After(after) {
 				return t
 			}
 		}
 	}
 	return time.Time{} // unreachable: the next day always has a slot
+}
+
+// wallClock is the instant the clock of loc reads off past midnight on the
+// given day. A reading the clock skips (spring forward) is the instant the
+// clock jumps past it: time.Date would read it with the offset after the
+// jump, an hour early, before the slot it replaces.
+func wallClock(y int, m time.Month, d int, off time.Duration, loc *time.Location) time.Time {
+	hour, minute := int(off/time.Hour), int(off%time.Hour/time.Minute)
+	sec, nsec := int(off%time.Minute/time.Second), int(off%time.Second)
+	t := time.Date(y, m, d, hour, minute, sec, nsec, loc)
+	if t.Hour() == hour && t.Minute() == minute {
+		return t
+	}
+	_, before := t.Zone() // t fell before the jump: its offset is the old one
+	return time.Date(y, m, d, hour, minute, sec, nsec, time.UTC).Add(-time.Duration(before) * time.Second)
 }
 
 // Retention is what a backup is kept under: the retention rule (tag) its
