@@ -169,3 +169,13 @@ func (e *Engine) SaveSnapshot(ctx context.Context, tx meta.Tx, rec SnapshotRecor
 		ResourceGroup: group, Parent: groups.ID(sub, group), Body: body, ETag: uuid.NewString(), UpdatedAt: e.Clock.Now()})
 	return err
 }
+
+// DiskLocation returns the region of the disk with this id, or an
+// errs.NotFound error when there is none.
+func (e *Engine) DiskLocation(ctx context.Context, diskID string) (string, error) {
+	rec, err := LoadByID(ctx, e.Store, diskID)
+	if err != nil {
+		return "", err
+	}
+	return rec.Location, nil
+}

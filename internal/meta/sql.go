@@ -208,6 +208,10 @@ type queries struct {
 
 var _ Tx = queries{}
 
+// indexTables hold one row per resource of some type, keyed by the
+// resource's id_key; a row goes when its resource does.
+var indexTables = []string{"role_assignments", "backup_instances", "resource_labels"}
+
 func key(s string) string { return strings.ToLower(strings.TrimSuffix(s, "/")) }
 
 const resourceColumns = `id, type_key, name, subscription_key, group_key, parent_key, body, etag, created_at, updated_at`
@@ -263,8 +267,8 @@ func (t queries) PutResource(ctx context.Context, r Resource) (bool, error) {
 }
 
 func (t queries) DeleteResource(ctx context.Context, id string) (bool, error) {
-	for _, index := range []string{"role_assignments", "resource_labels"} {
-		if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM `+index+` WHERE id_key = ?`), key(id)); err != nil {
+	for _, table := range indexTables {
+		if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM `+table+` WHERE id_key = ?`), key(id)); err != nil {
 			return false, err
 		}
 	}
@@ -284,8 +288,8 @@ func likePrefix(s string) string {
 
 func (t queries) DeleteTree(ctx context.Context, id string) (int, error) {
 	k := key(id)
-	for _, index := range []string{"role_assignments", "resource_labels"} {
-		if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM `+index+` WHERE id_key = ? OR id_key LIKE ? ESCAPE '!'`),
+	for _, table := range indexTables {
+		if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM `+table+` WHERE id_key = ? OR id_key LIKE ? ESCAPE '!'`),
 			k, likePrefix(k+"/")); err != nil {
 			return 0, err
 		}
@@ -502,6 +506,44 @@ func (t queries) FindLabeled(ctx context.Context, label, value string) ([]string
 			return nil, err
 		}
 		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+func (t queries) IndexBackupInstance(ctx context.Context, b BackupInstanceIndex) error {
+	// An upsert, not delete-then-insert: two writers of one instance on
+	// PostgreSQL then serialize on the row instead of failing on the key.
+	_, err := t.q.ExecContext(ctx, t.rebind(`INSERT INTO backup_instances (id_key, vault_key, datasource_key, policy_key, state)
+		VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (id_key) DO UPDATE SET vault_key = excluded.vault_key, datasource_key = excluded.datasource_key,
+			policy_key = excluded.policy_key, state = excluded.state`),
+		key(b.ID), key(b.Vault), key(b.Datasource), key(b.Policy), b.State)
+	return err
+}
+
+func (t queries) BackupInstancesOf(ctx context.Context, datasource string) ([]BackupInstanceIndex, error) {
+	return t.backupInstances(ctx, `b.datasource_key = ?`, key(datasource))
+}
+
+func (t queries) BackupInstancesIn(ctx context.Context, vault string) ([]BackupInstanceIndex, error) {
+	return t.backupInstances(ctx, `b.vault_key = ?`, key(vault))
+}
+
+func (t queries) backupInstances(ctx context.Context, where string, arg string) ([]BackupInstanceIndex, error) {
+	rows, err := t.q.QueryContext(ctx, t.rebind(`SELECT r.id, b.vault_key, b.datasource_key, b.policy_key, b.state
+		FROM backup_instances b JOIN resources r ON r.id_key = b.id_key
+		WHERE `+where+` ORDER BY b.id_key`), arg)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []BackupInstanceIndex{}
+	for rows.Next() {
+		var b BackupInstanceIndex
+		if err := rows.Scan(&b.ID, &b.Vault, &b.Datasource, &b.Policy, &b.State); err != nil {
+			return nil, err
+		}
+		out = append(out, b)
 	}
 	return out, rows.Err()
 }

@@ -49,6 +49,18 @@ type AssignmentIndex struct {
 	RoleID    string // role definition GUID
 }
 
+// BackupInstanceIndex is a backup instance as lookups by datasource and by
+// vault need it. Vault, Datasource and Policy are compared without regard to
+// case (and a trailing '/'); reads return them lower-cased, and ID in its
+// canonical casing.
+type BackupInstanceIndex struct {
+	ID         string // the instance's resource id
+	Vault      string // the vault's id
+	Datasource string // the protected datasource's id
+	Policy     string // the policy's id
+	State      string // the current protection state
+}
+
 // Operation is a durable long-running operation.
 type Operation struct {
 	ID         string
@@ -113,6 +125,16 @@ type Tx interface {
 	// FindLabeled returns the ids of the existing resources labelled
 	// label=value, in key order.
 	FindLabeled(ctx context.Context, label, value string) ([]string, error)
+	// IndexBackupInstance records (or replaces) a backup instance in the
+	// by-datasource and by-vault index; the instance's resource row is
+	// written beside it, and DeleteResource and DeleteTree remove both.
+	IndexBackupInstance(ctx context.Context, b BackupInstanceIndex) error
+	// BackupInstancesOf returns every indexed instance protecting the
+	// datasource, in id order.
+	BackupInstancesOf(ctx context.Context, datasource string) ([]BackupInstanceIndex, error)
+	// BackupInstancesIn returns every indexed instance of the vault, in id
+	// order.
+	BackupInstancesIn(ctx context.Context, vault string) ([]BackupInstanceIndex, error)
 
 	// CreateOperation records a new operation.
 	CreateOperation(ctx context.Context, op Operation) error

@@ -15,6 +15,7 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/arm"
 	"github.com/coffer-backup/coffer/internal/auth"
+	"github.com/coffer-backup/coffer/internal/backup"
 	"github.com/coffer-backup/coffer/internal/blobapi"
 	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/clock"
@@ -163,7 +164,11 @@ func Run(ctx context.Context, cfg Config) error {
 	rgs := &resources.Service{Store: store, Ops: runner, Clock: cfg.Clock, Cascades: []resources.Cascade{engine}}
 	rgs.Routes(router)
 	authz.Routes(router)
-	protection := &dataprotection.Service{Store: store, Ops: runner, Clock: cfg.Clock, TenantID: tenantID, Permissions: authz, BackupData: disks}
+	protecting := &backup.Service{Store: store, Clock: cfg.Clock, Disks: engine, Permissions: authz, Data: engine}
+	if _, err := protecting.Reindex(ctx); err != nil {
+		return fmt.Errorf("index backup instances: %w", err)
+	}
+	protection := &dataprotection.Service{Store: store, Ops: runner, Clock: cfg.Clock, TenantID: tenantID, Backup: protecting}
 	protection.Routes(router)
 	disks.Routes(router)
 	sas := blobapi.NewHandler(disks.Signer, engine.Lookup, log.With("component", "blobapi"))

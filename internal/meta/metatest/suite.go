@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) meta.Store) {
 		{"AssignmentIndex", testAssignmentIndex},
 		{"PinnedOperation", testPinnedOperation},
 		{"Labels", testLabels},
+		{"BackupInstanceIndex", testBackupInstanceIndex},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -467,5 +469,77 @@ func testLabels(t *testing.T, s meta.Store) {
 	}
 	if count("fam-1") != 0 {
 		t.Fatalf("a recreated resource inherited a label: %d", count("fam-1"))
+	}
+}
+
+// testBackupInstanceIndex: instances are found by datasource and by vault
+// whatever the casing, a re-index replaces the row, a rolled-back index row
+// is not there, and the rows go with their resources.
+func testBackupInstanceIndex(t *testing.T, s meta.Store) {
+	ctx := context.Background()
+	group := "/subscriptions/" + sub + "/resourceGroups/bk"
+	v1 := group + "/providers/Microsoft.DataProtection/backupVaults/v1"
+	v2 := group + "/providers/Microsoft.DataProtection/backupVaults/v2"
+	disk := func(n string) string { return group + "/providers/Microsoft.Compute/disks/" + n }
+	put := func(tx meta.Tx, vault, name, datasource, state string) error {
+		id := vault + "/backupInstances/" + name
+		if _, err := tx.PutResource(ctx, meta.Resource{ID: id, Type: "Microsoft.DataProtection/backupVaults/backupInstances",
+			Name: name, Parent: vault, Body: json.RawMessage(`{}`), UpdatedAt: t0}); err != nil {
+			return err
+		}
+		return tx.IndexBackupInstance(ctx, meta.BackupInstanceIndex{ID: id, Vault: vault, Datasource: datasource,
+			Policy: vault + "/backupPolicies/P1", State: state})
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.InTx(ctx, func(tx meta.Tx) error { return put(tx, v1, "BI-A", disk("Disk1"), "ConfiguringProtection") }))
+	must(s.InTx(ctx, func(tx meta.Tx) error { return put(tx, v1, "bi-c", disk("disk3"), "ProtectionConfigured") }))
+	must(s.InTx(ctx, func(tx meta.Tx) error { return put(tx, v2, "bi-b", disk("disk2"), "ProtectionConfigured") }))
+
+	got, err := s.BackupInstancesOf(ctx, strings.ToUpper(disk("disk1"))+"/")
+	if err != nil || len(got) != 1 || got[0].ID != v1+"/backupInstances/BI-A" || got[0].Vault != strings.ToLower(v1) ||
+		got[0].Datasource != strings.ToLower(disk("disk1")) || got[0].Policy != strings.ToLower(v1+"/backupPolicies/p1") {
+		t.Fatalf("BackupInstancesOf(disk1) = %+v, %v", got, err)
+	}
+	// Indexing again replaces the row.
+	must(s.InTx(ctx, func(tx meta.Tx) error { return put(tx, v1, "bi-a", disk("disk1"), "ProtectionStopped") }))
+	if got, _ := s.BackupInstancesOf(ctx, disk("disk1")); len(got) != 1 || got[0].State != "ProtectionStopped" {
+		t.Fatalf("after re-index: %+v", got)
+	}
+	if got, err := s.BackupInstancesIn(ctx, strings.ToUpper(v1)); err != nil || len(got) != 2 ||
+		got[0].ID != v1+"/backupInstances/BI-A" || got[1].ID != v1+"/backupInstances/bi-c" {
+		t.Fatalf("BackupInstancesIn(v1) = %+v, %v", got, err)
+	}
+	boom := fmt.Errorf("boom")
+	if err := s.InTx(ctx, func(tx meta.Tx) error {
+		if err := put(tx, v2, "rolled", disk("disk9"), "ConfiguringProtection"); err != nil {
+			return err
+		}
+		return boom
+	}); err != boom {
+		t.Fatalf("InTx returned %v", err)
+	}
+	if got, err := s.BackupInstancesOf(ctx, disk("disk9")); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("rolled-back index row: %#v, %v", got, err)
+	}
+
+	if ok, err := s.DeleteResource(ctx, v1+"/backupInstances/bi-a"); !ok || err != nil {
+		t.Fatalf("delete: %v %v", ok, err)
+	}
+	if got, _ := s.BackupInstancesOf(ctx, disk("disk1")); len(got) != 0 {
+		t.Fatalf("index row outlived its resource: %+v", got)
+	}
+	if _, err := s.DeleteTree(ctx, v2); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.BackupInstancesIn(ctx, v2); len(got) != 0 {
+		t.Fatalf("index rows outlived their vault: %+v", got)
+	}
+	if got, _ := s.BackupInstancesIn(ctx, v1); len(got) != 1 || got[0].Datasource != strings.ToLower(disk("disk3")) {
+		t.Fatalf("another vault's rows went: %+v", got)
 	}
 }

@@ -334,14 +334,3 @@ func (s *Service) newDiskFromSnapshot(ctx context.Context, tx meta.Tx, r *arm.Re
 	rec.RestoreFrom = snap.Index
 	return rec, nil
 }
-
-// BackupTag marks the snapshots a backup instance made, as Azure Backup tags
-// the snapshots it creates; its value is the backup instance id.
-const BackupTag = "CofferBackupInstanceId"
-
-// DeleteInstanceData deletes the snapshots in the snapshot resource group
-// that the backup instance made (tagged BackupTag), index first.
-// Idempotent.
-func (s *Service) DeleteInstanceData(ctx context.Context, instanceID, snapshotGroupID string) error {
-	return s.Disks.DeleteSnapshotsTagged(ctx, snapshotGroupID, BackupTag, instanceID)
-}

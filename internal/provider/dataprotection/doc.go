@@ -3,20 +3,18 @@
 // validateForBackup, backup instances and their protection states, and the
 // operation status and result endpoints of both api-version families.
 //
+// A handler parses and checks the request, calls one use case of
+// internal/backup, and writes the answer; the durable operations it
+// enqueues run those use cases too. The vault, policy and instance
+// documents are internal/backup's (see wire.go).
+//
 // Words:
 //
-//   - Vault: a Backup vault. Its managed identity (identity.principalId) is
-//     the principal that must hold Disk Backup Reader on the disk and Disk
-//     Snapshot Contributor on the snapshot resource group.
-//   - Policy: when backups run (one repeating interval) and how long they
-//     are kept (retention rules selected by tags).
-//   - Backup instance (BI): one protected disk in one vault, with its policy
-//     and snapshot resource group.
 //   - Operation id: what the status and result URLs end in. Like Azure's it
 //     is base64 of "<operation guid>;<guid>"; the first half is the
 //     internal/ops operation.
-//   - UserFacingError: the rich error DataProtection nests in
-//     error.additionalInfo[].info, with a recommended action.
+//   - Other words (vault, policy, backup instance, UserFacingError) are
+//     defined in internal/backup.
 //
 // The contract is the Microsoft Learn article in shared/seed (configure
 // backup of a disk through REST at 2021-01-01); responses use the newest

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/arm"
+	"github.com/coffer-backup/coffer/internal/backup"
 	"github.com/coffer-backup/coffer/internal/clock"
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/meta"
@@ -23,34 +24,15 @@ var Versions = arm.APIVersions{Provider: "Microsoft.DataProtection", Versions: [
 	"2025-02-01", "2025-07-01", "2025-09-01", "2026-03-01", "2026-06-01",
 }}
 
-// Resource types.
-const (
-	VaultType    = "Microsoft.DataProtection/backupVaults"
-	PolicyType   = "Microsoft.DataProtection/backupVaults/backupPolicies"
-	InstanceType = "Microsoft.DataProtection/backupVaults/backupInstances"
-	DiskType     = "Microsoft.Compute/disks"
-)
-
-// PermissionChecker answers whether a principal may perform an action at a
-// scope; the authorization provider implements it.
-type PermissionChecker interface {
-	Allowed(ctx context.Context, principal, action, scope string) (bool, error)
-}
-
-// BackupData removes what a backup instance stored (its snapshots in the
-// snapshot resource group) when the instance is deleted. Idempotent.
-type BackupData interface {
-	DeleteInstanceData(ctx context.Context, instanceID, snapshotGroupID string) error
-}
-
-// Service serves Microsoft.DataProtection.
+// Service serves Microsoft.DataProtection: it parses and checks requests,
+// hands them to the protection use cases in Backup, and runs their durable
+// operations.
 type Service struct {
-	Store       meta.Store
-	Ops         *ops.Runner
-	Clock       clock.Clock
-	TenantID    string
-	Permissions PermissionChecker
-	BackupData  BackupData // nil until snapshots exist
+	Store    meta.Store
+	Ops      *ops.Runner
+	Clock    clock.Clock
+	TenantID string
+	Backup   *backup.Service
 }
 
 const (
@@ -91,8 +73,8 @@ func (s *Service) Routes(r *arm.Router) {
 	h(http.MethodDelete, instancePath, "backupVaults/backupInstances/delete", s.deleteInstance)
 	h(http.MethodGet, vaultPath+"/backupInstances", "backupVaults/backupInstances/read", s.listInstances)
 	h(http.MethodGet, instancePath+"/operationResults/{operationId}", "backupVaults/backupInstances/operationResults/read", s.instanceOperationResult)
-	for _, a := range stateActions {
-		h(http.MethodPost, instancePath+"/"+a.name, "backupVaults/backupInstances/"+a.name+"/action", s.changeState(a))
+	for _, a := range backup.Actions() {
+		h(http.MethodPost, instancePath+"/"+a.Name, "backupVaults/backupInstances/"+a.Name+"/action", s.changeState(a))
 	}
 
 	// Operations of the provider and their status.
@@ -122,28 +104,6 @@ func vaultOf(r *arm.Request) string {
 	return vaultID(r.Param("subscriptionId"), r.Param("resourceGroupName"), r.Param("vaultName"))
 }
 
-// parsedID is an ARM resource id split into the parts we need.
-type parsedID struct {
-	Subscription, Group, Provider, Type, Name string
-}
-
-// parseID splits /subscriptions/S/resourceGroups/G[/providers/P/T/N].
-func parseID(id string) (parsedID, bool) {
-	parts := strings.Split(strings.Trim(id, "/"), "/")
-	if len(parts) < 4 || !strings.EqualFold(parts[0], "subscriptions") || !strings.EqualFold(parts[2], "resourceGroups") {
-		return parsedID{}, false
-	}
-	p := parsedID{Subscription: parts[1], Group: parts[3]}
-	if len(parts) == 4 {
-		return p, true
-	}
-	if len(parts) != 8 || !strings.EqualFold(parts[4], "providers") {
-		return parsedID{}, false
-	}
-	p.Provider, p.Type, p.Name = parts[5], parts[6], parts[7]
-	return p, true
-}
-
 // time formats the service uses on the wire
 func stamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.0000000Z") }
 
@@ -165,13 +125,9 @@ func (s *Service) save(ctx context.Context, tx meta.Tx, id, typ, name, parent st
 	if err != nil {
 		return false, err
 	}
-	p, _ := parseID(id)
-	if p.Subscription == "" { // nested resources: take the vault's parts
-		parts := strings.Split(strings.Trim(id, "/"), "/")
-		p.Subscription, p.Group = parts[1], parts[3]
-	}
-	return tx.PutResource(ctx, meta.Resource{ID: id, Type: typ, Name: name, Subscription: p.Subscription,
-		ResourceGroup: p.Group, Parent: parent, Body: body, ETag: uuid.NewString(), UpdatedAt: s.Clock.Now()})
+	parts := strings.Split(id, "/") // "", "subscriptions", S, "resourceGroups", G, ...
+	return tx.PutResource(ctx, meta.Resource{ID: id, Type: typ, Name: name, Subscription: parts[2],
+		ResourceGroup: parts[4], Parent: parent, Body: body, ETag: uuid.NewString(), UpdatedAt: s.Clock.Now()})
 }
 
 // listUnder lists one page of resources of typ under parent.

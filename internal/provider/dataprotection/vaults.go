@@ -8,66 +8,12 @@ import (
 	"strings"
 
 	"github.com/coffer-backup/coffer/internal/arm"
+	"github.com/coffer-backup/coffer/internal/backup"
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/groups"
 	"github.com/coffer-backup/coffer/internal/meta"
 	"github.com/google/uuid"
 )
-
-// Vault is the wire form of a Backup vault.
-type Vault struct {
-	ID         string            `json:"id"`
-	Name       string            `json:"name"`
-	Type       string            `json:"type"`
-	Location   string            `json:"location"`
-	Tags       map[string]string `json:"tags,omitempty"`
-	Identity   *Identity         `json:"identity,omitempty"`
-	ETag       string            `json:"eTag,omitempty"`
-	Properties VaultProperties   `json:"properties"`
-}
-
-// Identity is the vault's managed identity.
-type Identity struct {
-	Type        string `json:"type"`
-	PrincipalID string `json:"principalId,omitempty"`
-	TenantID    string `json:"tenantId,omitempty"`
-}
-
-// VaultProperties are the vault's settings.
-type VaultProperties struct {
-	StorageSettings                 []StorageSetting  `json:"storageSettings"`
-	SecuritySettings                *SecuritySettings `json:"securitySettings,omitempty"`
-	MonitoringSettings              json.RawMessage   `json:"monitoringSettings,omitempty"`
-	FeatureSettings                 json.RawMessage   `json:"featureSettings,omitempty"`
-	ProvisioningState               string            `json:"provisioningState"`
-	ResourceMoveState               string            `json:"resourceMoveState,omitempty"`
-	SecureScore                     string            `json:"secureScore,omitempty"`
-	IsVaultProtectedByResourceGuard bool              `json:"isVaultProtectedByResourceGuard"`
-}
-
-// StorageSetting says where and how redundantly a data store keeps data.
-type StorageSetting struct {
-	DatastoreType string `json:"datastoreType"`
-	Type          string `json:"type"`
-}
-
-// SecuritySettings are soft delete and immutability.
-type SecuritySettings struct {
-	SoftDeleteSettings   *SoftDeleteSettings   `json:"softDeleteSettings,omitempty"`
-	ImmutabilitySettings *ImmutabilitySettings `json:"immutabilitySettings,omitempty"`
-	EncryptionSettings   json.RawMessage       `json:"encryptionSettings,omitempty"`
-}
-
-// SoftDeleteSettings keep deleted backups for a while.
-type SoftDeleteSettings struct {
-	State                   string   `json:"state"`
-	RetentionDurationInDays *float64 `json:"retentionDurationInDays,omitempty"`
-}
-
-// ImmutabilitySettings lock backups against deletion.
-type ImmutabilitySettings struct {
-	State string `json:"state"`
-}
 
 type vaultInput struct {
 	Location   *string           `json:"location"`
@@ -83,16 +29,8 @@ type vaultInput struct {
 
 var vaultName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]{1,49}$`)
 
-func vaultNotFound(name string) error {
-	return errs.E(errs.NotFound, "ResourceNotFound",
-		"The Resource 'Microsoft.DataProtection/backupVaults/%s' under resource group was not found.", name)
-}
-
 func (s *Service) loadVault(ctx context.Context, tx meta.Tx, id string) (Vault, error) {
-	var v Vault
-	name := id[strings.LastIndex(id, "/")+1:]
-	_, err := load(ctx, tx, id, &v, func() error { return vaultNotFound(name) })
-	return v, err
+	return backup.LoadVault(ctx, tx, id)
 }
 
 // checkIdentity normalizes the identity type; only system-assigned
@@ -225,7 +163,7 @@ func (s *Service) putVault(ctx context.Context, r *arm.Request) (*arm.Response, 
 			}
 			out = existing
 		case errs.Is(err, errs.NotFound):
-			out = Vault{ID: id, Name: name, Type: VaultType, Location: normalizeLocation(*in.Location)}
+			out = Vault{ID: id, Name: name, Type: backup.VaultType, Location: normalizeLocation(*in.Location)}
 			created = true
 		default:
 			return err
@@ -255,7 +193,7 @@ func (s *Service) putVault(ctx context.Context, r *arm.Request) (*arm.Response, 
 		} else {
 			out.Properties.ProvisioningState = "Succeeded"
 		}
-		if _, err := s.save(ctx, tx, id, VaultType, name, "/subscriptions/"+sub+"/resourceGroups/"+group, out); err != nil {
+		if _, err := s.save(ctx, tx, id, backup.VaultType, name, "/subscriptions/"+sub+"/resourceGroups/"+group, out); err != nil {
 			return err
 		}
 		if !created {
@@ -290,7 +228,7 @@ func (s *Service) runCreateVault(ctx context.Context, op meta.Operation) (any, e
 			return err
 		}
 		v.Properties.ProvisioningState = "Succeeded"
-		_, err = s.save(ctx, tx, v.ID, VaultType, v.Name, groupIDOf(v.ID), v)
+		_, err = s.save(ctx, tx, v.ID, backup.VaultType, v.Name, groupIDOf(v.ID), v)
 		return err
 	})
 	return nil, err
@@ -349,7 +287,7 @@ func (s *Service) patchVault(ctx context.Context, r *arm.Request) (*arm.Response
 		}
 		v.ETag = uuid.NewString()
 		out = v
-		_, err = s.save(ctx, tx, v.ID, VaultType, v.Name, groupIDOf(v.ID), v)
+		_, err = s.save(ctx, tx, v.ID, backup.VaultType, v.Name, groupIDOf(v.ID), v)
 		return err
 	})
 	if err != nil {
@@ -367,7 +305,7 @@ func (s *Service) deleteVault(ctx context.Context, r *arm.Request) (*arm.Respons
 		if err != nil {
 			return err
 		}
-		n, err := tx.CountResources(ctx, meta.Query{Type: InstanceType, Parent: v.ID})
+		n, err := s.Backup.CountInstances(ctx, tx, v.ID)
 		if err != nil {
 			return err
 		}
@@ -377,7 +315,7 @@ func (s *Service) deleteVault(ctx context.Context, r *arm.Request) (*arm.Respons
 		}
 		loc = v.Location
 		v.Properties.ProvisioningState = "Deleting"
-		if _, err := s.save(ctx, tx, v.ID, VaultType, v.Name, groupIDOf(v.ID), v); err != nil {
+		if _, err := s.save(ctx, tx, v.ID, backup.VaultType, v.Name, groupIDOf(v.ID), v); err != nil {
 			return err
 		}
 		_, opID, err = s.enqueue(ctx, tx, kindDeleteVault, v.ID, vaultOpInput{VaultID: v.ID})
@@ -404,7 +342,7 @@ func (s *Service) runDeleteVault(ctx context.Context, op meta.Operation) (any, e
 }
 
 func (s *Service) listVaults(ctx context.Context, r *arm.Request) (*arm.Response, error) {
-	q := meta.Query{Type: VaultType, Subscription: r.Param("subscriptionId"), ResourceGroup: r.Param("resourceGroupName")}
+	q := meta.Query{Type: backup.VaultType, Subscription: r.Param("subscriptionId"), ResourceGroup: r.Param("resourceGroupName")}
 	return listUnder[Vault](ctx, s, r, q)
 }
 

@@ -1,4 +1,4 @@
-package dataprotection
+package backup
 
 import (
 	"encoding/json"

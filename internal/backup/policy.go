@@ -1,4 +1,4 @@
-package dataprotection
+package backup
 
 import (
 	"encoding/json"
@@ -10,6 +10,100 @@ import (
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/sosodev/duration"
 )
+
+// Policy is a stored backup policy, in the document ARM serves.
+type Policy struct {
+	ID         string           `json:"id"`
+	Name       string           `json:"name"`
+	Type       string           `json:"type"`
+	Properties PolicyProperties `json:"properties"`
+}
+
+// PolicyProperties is a BackupPolicy.
+type PolicyProperties struct {
+	PolicyRules     []PolicyRule `json:"policyRules"`
+	DatasourceTypes []string     `json:"datasourceTypes"`
+	ObjectType      string       `json:"objectType"`
+}
+
+// PolicyRule is an AzureBackupRule or an AzureRetentionRule.
+type PolicyRule struct {
+	// AzureBackupRule
+	BackupParameters *BackupParameters `json:"backupParameters,omitempty"`
+	Trigger          *Trigger          `json:"trigger,omitempty"`
+	DataStore        *DataStoreInfo    `json:"dataStore,omitempty"`
+	// AzureRetentionRule
+	IsDefault  *bool       `json:"isDefault,omitempty"`
+	Lifecycles []Lifecycle `json:"lifecycles,omitempty"`
+
+	Name       string `json:"name"`
+	ObjectType string `json:"objectType"`
+}
+
+// BackupParameters are AzureBackupParams.
+type BackupParameters struct {
+	BackupType string `json:"backupType"`
+	ObjectType string `json:"objectType"`
+}
+
+// DataStoreInfo names a data store. json matches field names without
+// regard to case, so "datastoreType" (as some docs spell it) is accepted.
+type DataStoreInfo struct {
+	DataStoreType string `json:"dataStoreType"`
+	ObjectType    string `json:"objectType"`
+}
+
+// Trigger is a ScheduleBasedTriggerContext.
+type Trigger struct {
+	Schedule        *Schedule         `json:"schedule,omitempty"`
+	TaggingCriteria []TaggingCriteria `json:"taggingCriteria"`
+	ObjectType      string            `json:"objectType"`
+}
+
+// Schedule holds one ISO 8601 repeating interval.
+type Schedule struct {
+	RepeatingTimeIntervals []string `json:"repeatingTimeIntervals"`
+	TimeZone               string   `json:"timeZone,omitempty"`
+}
+
+// TaggingCriteria decides which retention tag a backup gets.
+type TaggingCriteria struct {
+	Criteria        []BackupCriteria `json:"criteria,omitempty"`
+	IsDefault       *bool            `json:"isDefault"`
+	TaggingPriority *int64           `json:"taggingPriority"`
+	TagInfo         *TagInfo         `json:"tagInfo"`
+}
+
+// BackupCriteria is a ScheduleBasedBackupCriteria.
+type BackupCriteria struct {
+	AbsoluteCriteria []string `json:"absoluteCriteria,omitempty"`
+	DaysOfMonth      []any    `json:"daysOfMonth,omitempty"`
+	DaysOfTheWeek    []string `json:"daysOfTheWeek,omitempty"`
+	MonthsOfYear     []string `json:"monthsOfYear,omitempty"`
+	ScheduleTimes    []string `json:"scheduleTimes,omitempty"`
+	WeeksOfTheMonth  []string `json:"weeksOfTheMonth,omitempty"`
+	ObjectType       string   `json:"objectType"`
+}
+
+// TagInfo names a retention tag; the service fills ID as "<tagName>_".
+type TagInfo struct {
+	ETag    string `json:"eTag,omitempty"`
+	ID      string `json:"id,omitempty"`
+	TagName string `json:"tagName"`
+}
+
+// Lifecycle says how long backups in a data store are kept.
+type Lifecycle struct {
+	DeleteAfter                 *DeleteOption     `json:"deleteAfter"`
+	SourceDataStore             *DataStoreInfo    `json:"sourceDataStore"`
+	TargetDataStoreCopySettings []json.RawMessage `json:"targetDataStoreCopySettings"`
+}
+
+// DeleteOption is an AbsoluteDeleteOption.
+type DeleteOption struct {
+	Duration   string `json:"duration"`
+	ObjectType string `json:"objectType"`
+}
 
 // Disk backup policy limits.
 const (
@@ -149,7 +243,7 @@ func ValidatePolicy(p *PolicyProperties) error {
 	}
 	// Retention may not keep more scheduled backups than a disk can hold.
 	interval := diskIntervals[scheduleParts(backup.Trigger.Schedule.RepeatingTimeIntervals[0])]
-	keep := retentionOf(defaultRetention)
+	keep := keepsFor(defaultRetention)
 	if points := int(math.Ceil(float64(keep) / float64(interval))); points > maxRetainedPoints {
 		return policyError("properties.policyRules[retention].lifecycles[0].deleteAfter.duration",
 			"keeping backups taken every %s for %s retains %d snapshots; a disk keeps at most %d, so shorten the retention or back up less often",
@@ -235,14 +329,7 @@ func parseRepeatingInterval(s string) (string, error) {
 		return "", fmt.Errorf("'%s' is not an ISO 8601 repeating interval of the form R/<start date-time>/<period>", s)
 	}
 	start := parts[1]
-	ok := false
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04Z07:00"} {
-		if _, err := time.Parse(layout, start); err == nil {
-			ok = true
-			break
-		}
-	}
-	if !ok {
+	if _, ok := parseStart(start); !ok {
 		return "", fmt.Errorf("the start '%s' must be a full date-time with a UTC offset, e.g. 2021-05-20T22:00:00+00:00", start)
 	}
 	period := strings.ToUpper(parts[2])
@@ -291,8 +378,8 @@ func validateRetentionRule(rule *PolicyRule, at string) error {
 	return nil
 }
 
-// retentionOf returns how long a retention rule keeps backups.
-func retentionOf(rule *PolicyRule) time.Duration {
+// keepsFor returns how long a retention rule keeps backups.
+func keepsFor(rule *PolicyRule) time.Duration {
 	d, err := duration.Parse(rule.Lifecycles[0].DeleteAfter.Duration)
 	if err != nil {
 		return 0
@@ -323,4 +410,13 @@ func validateCriteria(cs []BackupCriteria, at string) error {
 		return policyError(at+"[0]", "disk policies support only absoluteCriteria, not days, weeks, months or times")
 	}
 	return nil
+}
+
+func oneOfFold(v string, set ...string) (string, bool) {
+	for _, s := range set {
+		if strings.EqualFold(v, s) {
+			return s, true
+		}
+	}
+	return "", false
 }

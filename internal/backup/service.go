@@ -1,0 +1,328 @@
+package backup
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/coffer-backup/coffer/internal/clock"
+	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/coffer-backup/coffer/internal/meta"
+	"github.com/google/uuid"
+)
+
+// BackupData removes what a backup instance stored when the instance is
+// deleted; the disk engine implements it.
+type BackupData interface {
+	// DeleteSnapshotsTagged deletes the snapshots in the resource group
+	// groupID whose tag has value. It is idempotent, and an empty groupID
+	// deletes nothing.
+	DeleteSnapshotsTagged(ctx context.Context, groupID, tag, value string) error
+}
+
+// Service runs the protection use cases over the metadata store.
+type Service struct {
+	Store       meta.Store
+	Clock       clock.Clock
+	Disks       Disks
+	Permissions Permissions
+	Data        BackupData // nil: deleting an instance deletes no backup data
+}
+
+// ProtectionRequest is what validate and configure protection check: the
+// normalized instance and the vault it goes in. It is stored as the input
+// of their durable operations, so its JSON form must stay readable.
+type ProtectionRequest struct {
+	VaultID    string         `json:"vaultId"`
+	InstanceID string         `json:"instanceId,omitempty"` // "" for validateForBackup
+	Instance   BackupInstance `json:"instance"`
+	ActivityID string         `json:"activityId"` // echoed in user errors
+}
+
+// Validate runs the checks of validateForBackup. A check that fails is a
+// UserError (kind invalid or forbidden); a failure to check is any other
+// error, worth a retry.
+func (s *Service) Validate(ctx context.Context, in ProtectionRequest) error {
+	return s.check(ctx, in)
+}
+
+// Configure finishes configuring protection of the instance in.InstanceID:
+// it runs the checks of Validate and records the outcome on the instance,
+// ProtectionConfigured or ConfiguringProtectionFailed with the user error
+// as protectionErrorDetails, and then returns that user error. A failure
+// to check changes nothing and is returned for a retry.
+func (s *Service) Configure(ctx context.Context, in ProtectionRequest) error {
+	checkErr := s.check(ctx, in)
+	if checkErr != nil && errs.KindOf(checkErr) == errs.Internal {
+		return checkErr
+	}
+	err := s.Store.InTx(ctx, func(tx meta.Tx) error {
+		bi, err := s.LoadInstance(ctx, tx, in.InstanceID)
+		if err != nil {
+			return err
+		}
+		if checkErr != nil {
+			details := FacingOf(checkErr)
+			bi.Properties.ProtectionStatus = &ProtectionStatus{Status: StateConfiguringFailed, ErrorDetails: details}
+			bi.Properties.CurrentProtectionState = StateConfiguringFailed
+			bi.Properties.ProtectionErrorDetails = details
+			bi.Properties.ProvisioningState = "Failed"
+		} else {
+			bi.Properties.ProtectionStatus = &ProtectionStatus{Status: StateConfigured}
+			bi.Properties.CurrentProtectionState = StateConfigured
+			bi.Properties.ProtectionErrorDetails = nil
+			bi.Properties.ProvisioningState = "Succeeded"
+		}
+		return s.saveInstance(ctx, tx, bi)
+	})
+	if err != nil {
+		return err
+	}
+	return checkErr
+}
+
+// EnsureUnprotected returns UserErrorDppDatasourceAlreadyProtected if an
+// instance other than except (an instance id, or "") protects the disk b
+// names, in any vault. b must have been through NormalizeInstance.
+func (s *Service) EnsureUnprotected(ctx context.Context, tx meta.Tx, b *BackupInstance, except, activityID string) error {
+	found, err := tx.BackupInstancesOf(ctx, datasourceKey(b))
+	if err != nil {
+		return err
+	}
+	for _, bi := range found {
+		if !strings.EqualFold(bi.ID, except) {
+			return alreadyProtected(bi, activityID)
+		}
+	}
+	return nil
+}
+
+// InstanceRequest asks for a backup instance to be created or updated.
+type InstanceRequest struct {
+	VaultID    string
+	Name       string
+	Tags       map[string]string // nil keeps the instance's tags
+	Properties BackupInstance    // through NormalizeInstance
+	ActivityID string
+}
+
+// PutInstance creates or updates a backup instance in tx, in state
+// ConfiguringProtection; the caller enqueues the Configure that ends it in
+// the same transaction. The vault must exist. It refuses a policy the vault
+// does not hold, a disk another instance protects, and a change of an
+// instance's disk; created reports a new instance.
+func (s *Service) PutInstance(ctx context.Context, tx meta.Tx, in InstanceRequest) (out InstanceResource, created bool, err error) {
+	id := in.VaultID + "/backupInstances/" + in.Name
+	props := in.Properties
+	p, err := loadPolicy(ctx, tx, in.VaultID, props.PolicyInfo.PolicyID, func() error {
+		return invalid("UserErrorBackupPolicyNotFound", "properties.policyInfo.policyId", "The backup policy '%s' does not exist in the vault.",
+			lastSegment(props.PolicyInfo.PolicyID))
+	})
+	if err != nil {
+		return InstanceResource{}, false, err
+	}
+	if err := s.EnsureUnprotected(ctx, tx, &props, id, in.ActivityID); err != nil {
+		return InstanceResource{}, false, err
+	}
+	prev, err := s.LoadInstance(ctx, tx, id)
+	switch {
+	case err == nil:
+		if datasourceKey(&prev.Properties) != datasourceKey(&props) {
+			return InstanceResource{}, false, invalid("UserErrorDatasourceChangeNotAllowed", "properties.dataSourceInfo.resourceID",
+				"The backup instance '%s' protects '%s'; it cannot be changed to protect another disk.", prev.Name, prev.Properties.DataSourceInfo.ResourceID)
+		}
+		out = prev
+	case errs.Is(err, errs.NotFound):
+		out = InstanceResource{ID: id, Name: in.Name, Type: InstanceType}
+		created = true
+	default:
+		return InstanceResource{}, false, err
+	}
+	props.PolicyInfo.PolicyID = p.ID
+	props.ProtectionStatus = &ProtectionStatus{Status: StateConfiguring}
+	props.CurrentProtectionState = StateConfiguring
+	props.ProtectionErrorDetails = nil
+	props.ProvisioningState = "Provisioning"
+	out.Properties = props
+	if in.Tags != nil {
+		out.Tags = in.Tags
+	}
+	return out, created, s.saveInstance(ctx, tx, out)
+}
+
+// LoadInstance reads the backup instance id in tx; an errs.NotFound
+// (ResourceNotFound) error if absent.
+func (s *Service) LoadInstance(ctx context.Context, tx meta.Tx, id string) (InstanceResource, error) {
+	var bi InstanceResource
+	name := lastSegment(id)
+	_, err := load(ctx, tx, id, &bi, func() error {
+		return errs.E(errs.NotFound, "ResourceNotFound", "The backup instance '%s' was not found in the vault.", name)
+	})
+	return bi, err
+}
+
+// StartAction checks in tx that the action may start on the instance id
+// now; the caller enqueues the ChangeState that does it.
+func (s *Service) StartAction(ctx context.Context, tx meta.Tx, id string, a Action) (InstanceResource, error) {
+	bi, err := s.LoadInstance(ctx, tx, id)
+	if err != nil {
+		return InstanceResource{}, err
+	}
+	return bi, a.AllowedFrom(bi.Properties.CurrentProtectionState)
+}
+
+// ChangeState moves the instance by the action named action. It is
+// idempotent: an instance already in the action's target state is left as
+// it is.
+func (s *Service) ChangeState(ctx context.Context, instanceID, action string) error {
+	a, ok := ActionNamed(action)
+	if !ok {
+		return fmt.Errorf("unknown protection action %q", action)
+	}
+	return s.Store.InTx(ctx, func(tx meta.Tx) error {
+		bi, err := s.LoadInstance(ctx, tx, instanceID)
+		if err != nil {
+			return err
+		}
+		if bi.Properties.CurrentProtectionState == a.To {
+			return nil // done by an earlier attempt
+		}
+		if err := a.AllowedFrom(bi.Properties.CurrentProtectionState); err != nil {
+			return err
+		}
+		bi.Properties.CurrentProtectionState = a.To
+		bi.Properties.ProtectionStatus = &ProtectionStatus{Status: a.Status}
+		return s.saveInstance(ctx, tx, bi)
+	})
+}
+
+// StartDelete marks the instance id Deleting in tx; the caller enqueues the
+// DeleteInstance that finishes.
+func (s *Service) StartDelete(ctx context.Context, tx meta.Tx, id string) (InstanceResource, error) {
+	bi, err := s.LoadInstance(ctx, tx, id)
+	if err != nil {
+		return InstanceResource{}, err
+	}
+	bi.Properties.ProvisioningState = "Deleting"
+	return bi, s.saveInstance(ctx, tx, bi)
+}
+
+// DeleteInstance deletes the instance and its backup data. It is
+// idempotent: an instance already gone is success.
+func (s *Service) DeleteInstance(ctx context.Context, instanceID string) error {
+	bi, err := s.LoadInstance(ctx, s.Store, instanceID)
+	if errs.Is(err, errs.NotFound) {
+		return nil // an earlier attempt finished
+	}
+	if err != nil {
+		return err
+	}
+	// Backup data goes first: a crash after it leaves the instance, and the
+	// next attempt deletes (nothing more) and then the instance.
+	if s.Data != nil {
+		if err := s.Data.DeleteSnapshotsTagged(ctx, bi.Properties.SnapshotGroup(), BackupTag, bi.ID); err != nil {
+			return err
+		}
+	}
+	_, err = s.Store.DeleteTree(ctx, bi.ID)
+	return err
+}
+
+// InstancesUsing returns the names of the backup instances whose policy is
+// policyID, in id order.
+func (s *Service) InstancesUsing(ctx context.Context, tx meta.Tx, policyID string) ([]string, error) {
+	vault := policyID[:strings.LastIndex(strings.ToLower(policyID), "/backuppolicies/")]
+	all, err := tx.BackupInstancesIn(ctx, vault)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, bi := range all {
+		if strings.EqualFold(bi.Policy, policyID) {
+			names = append(names, lastSegment(bi.ID))
+		}
+	}
+	return names, nil
+}
+
+// CountInstances counts the backup instances of the vault.
+func (s *Service) CountInstances(ctx context.Context, tx meta.Tx, vaultID string) (int, error) {
+	all, err := tx.BackupInstancesIn(ctx, vaultID)
+	return len(all), err
+}
+
+// Reindex writes the index row of every stored backup instance and returns
+// how many there are. The server runs it at start-up: instances stored
+// before the index existed have no row, and a row is rewritten from the
+// instance as it is, so running it again changes nothing.
+func (s *Service) Reindex(ctx context.Context) (int, error) {
+	n := 0
+	q := meta.Query{Type: InstanceType, Limit: 500}
+	for {
+		page, err := s.Store.ListResources(ctx, q)
+		if err != nil {
+			return n, err
+		}
+		err = s.Store.InTx(ctx, func(tx meta.Tx) error {
+			for _, res := range page.Items {
+				// Read again inside the transaction, so a row written since
+				// the listing is indexed as it is now.
+				bi, err := s.LoadInstance(ctx, tx, res.ID)
+				if errs.Is(err, errs.NotFound) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if err := tx.IndexBackupInstance(ctx, indexOf(bi)); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil || page.Next == "" {
+			return n, err
+		}
+		q.After = page.Next
+	}
+}
+
+// saveInstance stores bi and its index row.
+func (s *Service) saveInstance(ctx context.Context, tx meta.Tx, bi InstanceResource) error {
+	body, err := json.Marshal(bi)
+	if err != nil {
+		return err
+	}
+	parts := strings.Split(bi.ID, "/")
+	if _, err := tx.PutResource(ctx, meta.Resource{ID: bi.ID, Type: InstanceType, Name: bi.Name, Subscription: parts[2],
+		ResourceGroup: parts[4], Parent: vaultOf(bi.ID), Body: body, ETag: uuid.NewString(), UpdatedAt: s.Clock.Now()}); err != nil {
+		return err
+	}
+	return tx.IndexBackupInstance(ctx, indexOf(bi))
+}
+
+func indexOf(bi InstanceResource) meta.BackupInstanceIndex {
+	idx := meta.BackupInstanceIndex{ID: bi.ID, Vault: vaultOf(bi.ID), Datasource: datasourceKey(&bi.Properties),
+		State: bi.Properties.CurrentProtectionState}
+	if bi.Properties.PolicyInfo != nil {
+		idx.Policy = bi.Properties.PolicyInfo.PolicyID
+	}
+	return idx
+}
+
+// vaultOf is the vault id an instance id is under.
+func vaultOf(instanceID string) string {
+	return instanceID[:strings.LastIndex(strings.ToLower(instanceID), "/backupinstances/")]
+}
+
+func lastSegment(id string) string { return id[strings.LastIndex(id, "/")+1:] }
+
+// loadPolicy reads the policy policyID names in the vault; notFound makes
+// the error when there is none.
+func loadPolicy(ctx context.Context, tx meta.Tx, vaultID, policyID string, notFound func() error) (Policy, error) {
+	var p Policy
+	_, err := load(ctx, tx, vaultID+"/backupPolicies/"+lastSegment(policyID), &p, notFound)
+	return p, err
+}
