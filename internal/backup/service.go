@@ -9,6 +9,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/clock"
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/meta"
+	"github.com/coffer-backup/coffer/internal/ops"
 	"github.com/google/uuid"
 )
 
@@ -28,6 +29,11 @@ type Service struct {
 	Disks       Disks
 	Permissions Permissions
 	Data        BackupData // nil: deleting an instance deletes no backup data
+	// Snapshots takes, stores and deletes the snapshots backups are made
+	// of, and restores them to new disks.
+	Snapshots Snapshots
+	// Ops runs backups and restores; Register sets it.
+	Ops *ops.Runner
 }
 
 // ProtectionRequest is what validate and configure protection check: the
@@ -73,6 +79,9 @@ func (s *Service) Configure(ctx context.Context, in ProtectionRequest) error {
 			bi.Properties.CurrentProtectionState = StateConfigured
 			bi.Properties.ProtectionErrorDetails = nil
 			bi.Properties.ProvisioningState = "Succeeded"
+			if err := s.schedule(ctx, tx, bi); err != nil {
+				return err
+			}
 		}
 		return s.saveInstance(ctx, tx, bi)
 	})
@@ -193,6 +202,13 @@ func (s *Service) ChangeState(ctx context.Context, instanceID, action string) er
 		}
 		bi.Properties.CurrentProtectionState = a.To
 		bi.Properties.ProtectionStatus = &ProtectionStatus{Status: a.Status}
+		if a.To == StateConfigured {
+			// Resumed: the next slot from now, not the ones missed while
+			// suspended or stopped.
+			if err := s.schedule(ctx, tx, bi); err != nil {
+				return err
+			}
+		}
 		return s.saveInstance(ctx, tx, bi)
 	})
 }
@@ -277,6 +293,18 @@ func (s *Service) Reindex(ctx context.Context) (int, error) {
 				}
 				if err := tx.IndexBackupInstance(ctx, indexOf(bi)); err != nil {
 					return err
+				}
+				// A protected instance without a next slot (written before
+				// schedules existed) gets one; one that has a slot keeps it,
+				// so a slot missed while the server was down still fires.
+				if bi.Properties.CurrentProtectionState == StateConfigured {
+					if _, ok, err := tx.GetTime(ctx, bi.ID, timeNextSlot); err != nil {
+						return err
+					} else if !ok {
+						if err := s.schedule(ctx, tx, bi); err != nil && !errs.Is(err, errs.NotFound) {
+							return err
+						}
+					}
 				}
 				n++
 			}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/arm"
 	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/google/uuid"
 )
 
 // DiskType is the ARM type of a managed disk.
@@ -292,4 +293,21 @@ type Attachment struct {
 	Export    string    `json:"export"`
 	Principal string    `json:"principal"`
 	Created   time.Time `json:"created"`
+}
+
+// NewRecord is the first record of a new disk id in location: Updating until
+// its provisioning has made the volume, with a fresh unique id. The caller
+// sets its size and creation data.
+func NewRecord(id, location, sku string, now time.Time) Record {
+	name := id[strings.LastIndex(id, "/")+1:]
+	rec := Record{Disk: Disk{
+		ID: id, Name: name, Type: DiskType, Location: NormalizeLocation(location),
+		Properties: DiskProperties{
+			UniqueID: uuid.NewString(), TimeCreated: now.UTC(), ProvisioningState: ProvisioningUpdating,
+			MaxShares: 1, Encryption: Encryption{Type: "EncryptionAtRestWithPlatformKey"},
+			NetworkAccessPolicy: "AllowAll", PublicNetworkAccess: "Enabled", DataAccessAuthMode: "None",
+		},
+	}}
+	rec.SetSKU(sku)
+	return rec
 }

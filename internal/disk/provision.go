@@ -2,8 +2,11 @@ package disk
 
 import (
 	"context"
+	"strings"
 
+	"github.com/coffer-backup/coffer/internal/auth"
 	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/coffer-backup/coffer/internal/groups"
 	"github.com/coffer-backup/coffer/internal/meta"
 	"github.com/coffer-backup/coffer/internal/snapshot"
 )
@@ -155,4 +158,94 @@ func (e *Engine) DeleteGroupContents(ctx context.Context, groupID string) error 
 		}
 	}
 	return nil
+}
+
+// FromSnapshotRequest asks for a new disk made from a snapshot.
+type FromSnapshotRequest struct {
+	// ID is the new disk's id; its name must be free.
+	ID string
+	// SnapshotID is the snapshot to copy; the disk is made in its region.
+	SnapshotID string
+	// SKU is the disk's storage type ("" for Standard_LRS); SizeBytes its
+	// size, at least the snapshot's (0 for the snapshot's).
+	SKU       string
+	SizeBytes int64
+	Tags      map[string]string
+	// Principal is who asks: it needs Microsoft.Compute/snapshots/read on
+	// the snapshot and Microsoft.Compute/disks/write on the new disk.
+	Principal auth.Principal
+}
+
+// CreateFromSnapshot records a new disk whose first bytes are a snapshot's
+// and provisions it: on return the disk is Succeeded and usable, and it
+// hydrates in the background. A disk of that name made from the same
+// snapshot (an earlier attempt of the same request) is finished rather
+// than refused, so a retried caller converges; any other disk of that name
+// is a Conflict.
+func (e *Engine) CreateFromSnapshot(ctx context.Context, req FromSnapshotRequest) (Record, error) {
+	sub, group, name, ok := ParseDiskID(req.ID)
+	if !ok {
+		return Record{}, Invalid("datasourceInfo.resourceID", "'%s' is not the id of a managed disk.", req.ID)
+	}
+	if err := e.authorize(ctx, req.Principal, "Microsoft.Compute/disks/write", req.ID); err != nil {
+		return Record{}, err
+	}
+	sku := req.SKU
+	if sku == "" {
+		sku = "Standard_LRS"
+	}
+	sku, err := CanonicalSKU(sku)
+	if err != nil {
+		return Record{}, err
+	}
+	var rec Record
+	err = e.Store.InTx(ctx, func(tx meta.Tx) error {
+		if _, err := groups.RequireActive(ctx, tx, sub, group); err != nil {
+			return err
+		}
+		snap, err := LoadSnapshot(ctx, tx, req.SnapshotID)
+		if err != nil {
+			return err
+		}
+		existing, err := Load(ctx, tx, sub, group, name)
+		switch {
+		case err == nil:
+			if !strings.EqualFold(existing.Properties.CreationData.SourceResourceID, snap.ID) ||
+				existing.Properties.ProvisioningState == ProvisioningDeleting {
+				return errs.E(errs.Conflict, "DiskAlreadyExists", "A disk named '%s' already exists in resource group '%s'.", name, group)
+			}
+			rec = existing
+			return nil
+		case !errs.Is(err, errs.NotFound):
+			return err
+		}
+		if _, err := e.CopySource(ctx, tx, req.Principal, snap.ID, snap.Location); err != nil {
+			return err
+		}
+		size := snap.Properties.DiskSizeBytes
+		if req.SizeBytes > 0 {
+			if req.SizeBytes < size {
+				return Invalid("diskSizeGB", "The disk cannot be smaller than the snapshot's %d bytes.", size)
+			}
+			size = req.SizeBytes
+		}
+		rec = NewRecord(DiskID(sub, group, name), snap.Location, sku, e.Clock.Now())
+		rec.Tags = req.Tags
+		rec.SetSize(size)
+		rec.Properties.OSType, rec.Properties.HyperVGeneration = snap.Properties.OSType, snap.Properties.HyperVGeneration
+		rec.Properties.CreationData = CreationData{CreateOption: "Copy", SourceResourceID: snap.ID, SourceUniqueID: snap.Properties.UniqueID}
+		rec.RestState, rec.Properties.DiskState = StateUnattached, StateUnattached
+		rec.RestoreFrom = snap.Index
+		_, err = e.Save(ctx, tx, rec)
+		return err
+	})
+	if err != nil {
+		return Record{}, err
+	}
+	if rec.Properties.ProvisioningState != ProvisioningSucceeded {
+		if err := e.Provision(ctx, rec.ID, rec.Properties.UniqueID); err != nil {
+			return Record{}, err
+		}
+	}
+	return LoadByID(ctx, e.Store, rec.ID)
 }

@@ -210,7 +210,7 @@ var _ Tx = queries{}
 
 // indexTables hold one row per resource of some type, keyed by the
 // resource's id_key; a row goes when its resource does.
-var indexTables = []string{"role_assignments", "backup_instances", "resource_labels"}
+var indexTables = []string{"role_assignments", "backup_instances", "resource_labels", "resource_times"}
 
 func key(s string) string { return strings.ToLower(strings.TrimSuffix(s, "/")) }
 
@@ -546,4 +546,99 @@ func (t queries) backupInstances(ctx context.Context, where string, arg string) 
 		out = append(out, b)
 	}
 	return out, rows.Err()
+}
+
+func (t queries) SetTime(ctx context.Context, id, kind, owner string, at time.Time) error {
+	if at.IsZero() {
+		_, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM resource_times WHERE id_key = ? AND kind = ?`), key(id), kind)
+		return err
+	}
+	_, err := t.q.ExecContext(ctx, t.rebind(`INSERT INTO resource_times (id_key, kind, owner_key, at_ns) VALUES (?, ?, ?, ?)
+		ON CONFLICT (id_key, kind) DO UPDATE SET owner_key = excluded.owner_key, at_ns = excluded.at_ns`),
+		key(id), kind, key(owner), at.UnixNano())
+	return err
+}
+
+func (t queries) ListTimes(ctx context.Context, q TimeQuery) ([]Timed, error) {
+	conds := []string{"t.kind = ?"}
+	args := []any{q.Kind}
+	if q.Owner != "" {
+		conds = append(conds, "t.owner_key = ?")
+		args = append(args, key(q.Owner))
+	}
+	if !q.From.IsZero() {
+		conds = append(conds, "t.at_ns >= ?")
+		args = append(args, q.From.UnixNano())
+	}
+	if !q.To.IsZero() {
+		conds = append(conds, "t.at_ns <= ?")
+		args = append(args, q.To.UnixNano())
+	}
+	order := "ASC"
+	if q.Desc {
+		order = "DESC"
+	}
+	if q.After != nil {
+		op := ">"
+		if q.Desc {
+			op = "<"
+		}
+		conds = append(conds, "(t.at_ns "+op+" ? OR (t.at_ns = ? AND t.id_key "+op+" ?))")
+		args = append(args, q.After.At.UnixNano(), q.After.At.UnixNano(), key(q.After.ID))
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	args = append(args, limit)
+	rows, err := t.q.QueryContext(ctx, t.rebind(`SELECT r.id, t.owner_key, t.at_ns FROM resource_times t JOIN resources r ON r.id_key = t.id_key
+		WHERE `+strings.Join(conds, " AND ")+` ORDER BY t.at_ns `+order+`, t.id_key `+order+` LIMIT ?`), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Timed{}
+	for rows.Next() {
+		var tm Timed
+		var ns int64
+		if err := rows.Scan(&tm.ID, &tm.Owner, &ns); err != nil {
+			return nil, err
+		}
+		tm.At = time.Unix(0, ns).UTC()
+		out = append(out, tm)
+	}
+	return out, rows.Err()
+}
+
+func (t queries) CountTimes(ctx context.Context, q TimeQuery) (int, error) {
+	conds := []string{"t.kind = ?"}
+	args := []any{q.Kind}
+	if q.Owner != "" {
+		conds = append(conds, "t.owner_key = ?")
+		args = append(args, key(q.Owner))
+	}
+	if !q.From.IsZero() {
+		conds = append(conds, "t.at_ns >= ?")
+		args = append(args, q.From.UnixNano())
+	}
+	if !q.To.IsZero() {
+		conds = append(conds, "t.at_ns <= ?")
+		args = append(args, q.To.UnixNano())
+	}
+	var n int
+	err := t.q.QueryRowContext(ctx, t.rebind(`SELECT COUNT(*) FROM resource_times t JOIN resources r ON r.id_key = t.id_key
+		WHERE `+strings.Join(conds, " AND ")), args...).Scan(&n)
+	return n, err
+}
+
+func (t queries) GetTime(ctx context.Context, id, kind string) (time.Time, bool, error) {
+	var ns int64
+	err := t.q.QueryRowContext(ctx, t.rebind(`SELECT at_ns FROM resource_times WHERE id_key = ? AND kind = ?`), key(id), kind).Scan(&ns)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	return time.Unix(0, ns).UTC(), true, nil
 }

@@ -61,6 +61,27 @@ type BackupInstanceIndex struct {
 	State      string // the current protection state
 }
 
+// TimeQuery selects times of one kind: of one owner when Owner is set,
+// from From and to To (inclusive) when they are set.
+type TimeQuery struct {
+	Kind     string
+	Owner    string
+	From, To time.Time
+	// Desc lists newest first.
+	Desc bool
+	// After continues a listing after the entry a previous page ended with.
+	After *Timed
+	// Limit is the page size; 0 means 100.
+	Limit int
+}
+
+// Timed is one entry of the time index.
+type Timed struct {
+	ID    string // the resource's id, canonical casing
+	Owner string // lower-cased
+	At    time.Time
+}
+
 // Operation is a durable long-running operation.
 type Operation struct {
 	ID         string
@@ -135,6 +156,21 @@ type Tx interface {
 	// BackupInstancesIn returns every indexed instance of the vault, in id
 	// order.
 	BackupInstancesIn(ctx context.Context, vault string) ([]BackupInstanceIndex, error)
+
+	// SetTime indexes the resource id under kind at the time at, grouped by
+	// owner (an id, compared case-insensitively; "" for none), replacing
+	// the kind's previous time; a zero at removes it. Times go with their
+	// resource when it is deleted; write them in the transaction that
+	// writes the resource.
+	SetTime(ctx context.Context, id, kind, owner string, at time.Time) error
+	// GetTime returns the resource's time of kind; ok is false if it has
+	// none.
+	GetTime(ctx context.Context, id, kind string) (at time.Time, ok bool, err error)
+	// ListTimes returns the existing resources q selects, in time order
+	// (then id order), one page of q.Limit.
+	ListTimes(ctx context.Context, q TimeQuery) ([]Timed, error)
+	// CountTimes counts what q selects, ignoring After and Limit.
+	CountTimes(ctx context.Context, q TimeQuery) (int, error)
 
 	// CreateOperation records a new operation.
 	CreateOperation(ctx context.Context, op Operation) error

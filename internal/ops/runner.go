@@ -75,6 +75,28 @@ func (r *Runner) Register(kind string, h Handler) {
 // Enqueue records a new operation in tx; it runs once tx commits and Wake
 // (or the next poll) finds it.
 func (r *Runner) Enqueue(ctx context.Context, tx meta.Tx, kind, resourceID string, input any) (meta.Operation, error) {
+	return r.enqueue(ctx, tx, uuid.NewString(), kind, resourceID, input)
+}
+
+// EnqueueOnce is Enqueue under a caller's deterministic id: the operation
+// is created unless one with that id exists, in which case that one is
+// returned and created is false. Work that must happen once however many
+// nodes ask and however often (a scheduled backup's slot) takes its id from
+// what it is. Two transactions that race both see none; the second to
+// commit fails on the id's uniqueness, and nothing of it is kept.
+func (r *Runner) EnqueueOnce(ctx context.Context, tx meta.Tx, id, kind, resourceID string, input any) (op meta.Operation, created bool, err error) {
+	existing, err := tx.GetOperation(ctx, id)
+	if err == nil {
+		return existing, false, nil
+	}
+	if !errs.Is(err, errs.NotFound) {
+		return meta.Operation{}, false, err
+	}
+	op, err = r.enqueue(ctx, tx, id, kind, resourceID, input)
+	return op, err == nil, err
+}
+
+func (r *Runner) enqueue(ctx context.Context, tx meta.Tx, id, kind, resourceID string, input any) (meta.Operation, error) {
 	if _, ok := r.handlers[kind]; !ok {
 		return meta.Operation{}, fmt.Errorf("ops: no handler for %q", kind)
 	}
@@ -88,7 +110,7 @@ func (r *Runner) Enqueue(ctx context.Context, tx meta.Tx, kind, resourceID strin
 	// takes it only if this one dies.
 	now := r.clock.Now()
 	op := meta.Operation{
-		ID:         uuid.NewString(),
+		ID:         id,
 		Kind:       kind,
 		ResourceID: resourceID,
 		Status:     meta.StatusInProgress,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) meta.Store) {
 		{"AssignmentIndex", testAssignmentIndex},
 		{"PinnedOperation", testPinnedOperation},
 		{"Labels", testLabels},
+		{"Times", testTimes},
 		{"BackupInstanceIndex", testBackupInstanceIndex},
 	}
 	for _, tc := range tests {
@@ -541,5 +543,91 @@ func testBackupInstanceIndex(t *testing.T, s meta.Store) {
 	}
 	if got, _ := s.BackupInstancesIn(ctx, v1); len(got) != 1 || got[0].Datasource != strings.ToLower(disk("disk3")) {
 		t.Fatalf("another vault's rows went: %+v", got)
+	}
+}
+
+// testTimes: the time index lists by owner and kind in time order both
+// ways, pages with After, bounds by From and To, counts, replaces a time,
+// removes it on a zero time, and goes with the resource.
+func testTimes(t *testing.T, s meta.Store) {
+	ctx := context.Background()
+	group := rg(sub, "times")
+	if _, err := s.PutResource(ctx, group); err != nil {
+		t.Fatal(err)
+	}
+	vault := group.ID + "/providers/Microsoft.DataProtection/backupVaults/v"
+	job := func(n int, at time.Time, owner string) string {
+		t.Helper()
+		id := fmt.Sprintf("%s/backupJobs/j%02d", vault, n)
+		err := s.InTx(ctx, func(tx meta.Tx) error {
+			if _, err := tx.PutResource(ctx, meta.Resource{ID: id, Type: "Microsoft.DataProtection/backupVaults/backupJobs",
+				Name: fmt.Sprintf("j%02d", n), Parent: vault, Body: json.RawMessage(`{}`), UpdatedAt: t0}); err != nil {
+				return err
+			}
+			return tx.SetTime(ctx, id, "job", owner, at)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	var ids []string
+	for i := 0; i < 5; i++ {
+		ids = append(ids, job(i, t0.Add(time.Duration(i)*time.Hour), strings.ToUpper(vault)))
+	}
+	other := job(9, t0, "/elsewhere")
+	list := func(q meta.TimeQuery) []string {
+		t.Helper()
+		got, err := s.ListTimes(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, g := range got {
+			out = append(out, g.ID)
+		}
+		return out
+	}
+	if got := list(meta.TimeQuery{Kind: "job", Owner: vault}); !slices.Equal(got, ids) {
+		t.Fatalf("ascending = %v", got)
+	}
+	newest := list(meta.TimeQuery{Kind: "job", Owner: vault, Desc: true, Limit: 2})
+	if !slices.Equal(newest, []string{ids[4], ids[3]}) {
+		t.Fatalf("newest two = %v", newest)
+	}
+	next := list(meta.TimeQuery{Kind: "job", Owner: vault, Desc: true, Limit: 2, After: &meta.Timed{ID: ids[3], At: t0.Add(3 * time.Hour)}})
+	if !slices.Equal(next, []string{ids[2], ids[1]}) {
+		t.Fatalf("second page = %v", next)
+	}
+	due := list(meta.TimeQuery{Kind: "job", To: t0.Add(time.Hour)})
+	if !slices.Equal(due, []string{ids[0], other, ids[1]}) && !slices.Equal(due, []string{other, ids[0], ids[1]}) {
+		t.Fatalf("due by t0+1h, any owner = %v", due)
+	}
+	if n, err := s.CountTimes(ctx, meta.TimeQuery{Kind: "job", Owner: vault, From: t0.Add(time.Hour), To: t0.Add(3 * time.Hour)}); err != nil || n != 3 {
+		t.Fatalf("count in [1h, 3h] = %d, %v", n, err)
+	}
+	if err := s.SetTime(ctx, ids[0], "job", vault, t0.Add(10*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got := list(meta.TimeQuery{Kind: "job", Owner: vault, Desc: true, Limit: 1}); !slices.Equal(got, []string{ids[0]}) {
+		t.Fatalf("after a new time the newest is %v", got)
+	}
+	if err := s.SetTime(ctx, ids[0], "job", vault, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.CountTimes(ctx, meta.TimeQuery{Kind: "job", Owner: vault}); n != 4 {
+		t.Fatalf("after removing a time: %d", n)
+	}
+	if n, _ := s.CountTimes(ctx, meta.TimeQuery{Kind: "other"}); n != 0 {
+		t.Fatalf("another kind counted: %d", n)
+	}
+	if _, err := s.DeleteResource(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteTree(ctx, group.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.CountTimes(ctx, meta.TimeQuery{Kind: "job"}); n != 0 {
+		t.Fatalf("times outlived their resources: %d left", n)
 	}
 }

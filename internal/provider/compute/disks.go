@@ -16,7 +16,6 @@ import (
 	"github.com/coffer-backup/coffer/internal/groups"
 	"github.com/coffer-backup/coffer/internal/meta"
 	"github.com/coffer-backup/coffer/internal/ops"
-	"github.com/google/uuid"
 )
 
 // Versions are the Microsoft.Compute api-versions served for disks: what
@@ -205,18 +204,10 @@ func (s *Service) newDisk(sub, group, name string, in diskInput) (disk.Record, e
 			return disk.Record{}, err
 		}
 	}
-	rec := disk.Record{Disk: disk.Disk{
-		ID: DiskID(sub, group, name), Name: name, Type: disk.DiskType, Location: disk.NormalizeLocation(*in.Location),
-		Properties: disk.DiskProperties{
-			UniqueID: uuid.NewString(), TimeCreated: s.Clock.Now().UTC(), ProvisioningState: disk.ProvisioningUpdating,
-			MaxShares: 1, Encryption: disk.Encryption{Type: "EncryptionAtRestWithPlatformKey"},
-			NetworkAccessPolicy: "AllowAll", PublicNetworkAccess: "Enabled", DataAccessAuthMode: "None",
-		},
-	}}
+	rec := disk.NewRecord(DiskID(sub, group, name), *in.Location, skuName, s.Clock.Now())
 	if in.Tags != nil {
 		rec.Tags = *in.Tags
 	}
-	rec.SetSKU(skuName)
 	if p.OSType != nil {
 		rec.Properties.OSType = *p.OSType
 	}
