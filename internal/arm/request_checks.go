@@ -29,7 +29,7 @@ func checkPath(path []string) error {
 // chance) or holds text the store cannot keep (invalid UTF-8, control
 // characters).
 func checkQuery(raw string) error {
-	seen := map[string]bool{}
+	seen := map[string]string{} // lower case -> first spelling
 	for _, pair := range strings.Split(raw, "&") {
 		if pair == "" {
 			continue
@@ -45,11 +45,12 @@ func checkQuery(raw string) error {
 				"The value of query parameter '%s' is not a valid escaped UTF-8 string without control characters.", shown(key)).WithTarget(key)
 		}
 		lower := strings.ToLower(key)
-		if seen[lower] {
+		if first, ok := seen[lower]; ok {
 			return errs.E(errs.Invalid, "InvalidQueryParameter",
-				"The query parameter '%s' is given more than once; give each parameter once.", shown(key)).WithTarget(key)
+				"The query parameter '%s' is given more than once (as '%s' and '%s'); give each parameter once.",
+				shown(first), shown(first), shown(key)).WithTarget(first)
 		}
-		seen[lower] = true
+		seen[lower] = key
 	}
 	return nil
 }
