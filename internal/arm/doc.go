@@ -13,6 +13,15 @@
 //   - Canonical id: the request path rewritten with the pattern's literal
 //     casing (resourceGroups, Microsoft.Compute/disks); names keep the casing
 //     the client gave. Stored resources keep the casing of their creator.
+//   - ResourceID: a parsed id (azcore's parser, then no empty, ".", "..",
+//     '%', control or invalid-UTF-8 segment), spelled canonically; Key is
+//     its lower case, the one key of maps and rows. Request.ID is the
+//     request's resource id, every name on it checked against its type's
+//     naming rule (ValidateName) before the authorizer or a handler runs.
+//   - Front-door refusals: a path segment or query text no name may hold,
+//     a query parameter given twice (in any case), a body that is not
+//     UTF-8, a $skipToken this server did not issue; each is a 400 before
+//     any lookup, so they cannot reach the store or tell what exists.
 //   - CloudError: {"error":{"code","message","target","details","additionalInfo"}}.
 //     Only this package turns an errs.Kind into an HTTP status, through one
 //     table (statusOf).

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coffer-backup/coffer/internal/auth"
 	"github.com/coffer-backup/coffer/internal/errs"
@@ -41,10 +42,14 @@ func (a APIVersions) Newest() string { return a.Versions[len(a.Versions)-1] }
 
 // Request is what a handler sees of an ARM call.
 type Request struct {
-	HTTP       *http.Request
-	Route      *Route
-	Params     map[string]string // pattern parameter -> value, keys as written in the pattern
-	Canonical  string            // the path with the pattern's literal casing
+	HTTP      *http.Request
+	Route     *Route
+	Params    map[string]string // pattern parameter -> value, keys as written in the pattern
+	Canonical string            // the path with the pattern's literal casing
+	// ID is ResourceID() parsed, every name on it checked against its
+	// type's naming rule; zero when that path is no resource id (the
+	// tenant-wide operation list, a scope that is not an id).
+	ID         ResourceID
 	APIVersion string
 	Body       []byte
 	Principal  auth.Principal
@@ -360,6 +365,14 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 		return
 	}
 	log = log.With("principal", principal.ObjectID)
+	if err := checkPath(path); err != nil {
+		WriteError(rec, err)
+		return
+	}
+	if err := checkQuery(hr.URL.RawQuery); err != nil {
+		WriteError(rec, err)
+		return
+	}
 	if route == nil {
 		if len(methodMismatch) > 0 {
 			h.Set("Allow", strings.Join(methodMismatch, ", "))
@@ -393,6 +406,16 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 		APIVersion: apiVersion, Principal: principal, RequestID: requestID,
 		BaseURL: baseURL(hr), resourceN: last,
 	}
+	// Names are checked before the authorizer sees the scope and before a
+	// handler looks anything up: a hostile name is refused the same way
+	// whether or not something by that name exists.
+	if id, err := ParseResourceID(req.ResourceID()); err == nil {
+		if err := validateNames(id); err != nil {
+			WriteError(rec, err)
+			return
+		}
+		req.ID = id
+	}
 	scope := req.ResourceID()
 	if route.Scope != nil {
 		scope = route.Scope(req)
@@ -415,6 +438,10 @@ func (rt *Router) serve(w http.ResponseWriter, hr *http.Request, route *Route, r
 		}
 		if int64(len(body)) > rt.maxBody {
 			WriteError(w, errs.E(errs.Invalid, "RequestContentTooLarge", "The request content is larger than %d bytes.", rt.maxBody))
+			return
+		}
+		if !utf8.Valid(body) {
+			WriteError(w, errs.E(errs.Invalid, "InvalidRequestContent", "The request content was invalid and could not be deserialized: it is not valid UTF-8."))
 			return
 		}
 		req.Body = body
@@ -494,6 +521,11 @@ func (r *Request) PageArgs() (after string, limit int, err error) {
 	if tok := r.Query("$skipToken"); tok != "" {
 		raw, decErr := base64.RawURLEncoding.DecodeString(tok)
 		if decErr != nil {
+			return "", 0, errs.E(errs.Invalid, "InvalidSkipToken", "The '$skipToken' value is not one this server issued.").WithTarget("$skipToken")
+		}
+		// The token is a key this server issued; anything else must not
+		// reach the store, which cannot hold invalid UTF-8 or NUL.
+		if !utf8.Valid(raw) || strings.ContainsRune(string(raw), 0) {
 			return "", 0, errs.E(errs.Invalid, "InvalidSkipToken", "The '$skipToken' value is not one this server issued.").WithTarget("$skipToken")
 		}
 		after = string(raw)

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coffer-backup/coffer/internal/errs"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
@@ -214,9 +215,25 @@ var indexTables = []string{"role_assignments", "backup_instances", "resource_lab
 
 func key(s string) string { return strings.ToLower(strings.TrimSuffix(s, "/")) }
 
+// storable refuses text PostgreSQL cannot hold (invalid UTF-8, NUL) before
+// it reaches either database: PostgreSQL would fail the statement, which
+// surfaces as an internal error, and SQLite would keep what PostgreSQL
+// cannot, so a store could not be moved. Both answer the caller's mistake.
+func storable(texts ...string) error {
+	for _, t := range texts {
+		if !utf8.ValidString(t) || strings.IndexByte(t, 0) >= 0 {
+			return errs.E(errs.Invalid, "InvalidRequestContent", "A name, id or value in the request is not UTF-8 text without NUL characters.")
+		}
+	}
+	return nil
+}
+
 const resourceColumns = `id, type_key, name, subscription_key, group_key, parent_key, body, etag, created_at, updated_at`
 
 func (t queries) GetResource(ctx context.Context, id string) (Resource, error) {
+	if err := storable(id); err != nil {
+		return Resource{}, err
+	}
 	row := t.q.QueryRowContext(ctx, t.rebind(`SELECT `+resourceColumns+` FROM resources WHERE id_key = ?`), key(id))
 	r, err := scanResource(row)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -247,6 +264,9 @@ func (t queries) PutResource(ctx context.Context, r Resource) (bool, error) {
 	if r.CreatedAt.IsZero() {
 		r.CreatedAt = r.UpdatedAt
 	}
+	if err := storable(r.ID, r.Type, r.Name, r.Subscription, r.ResourceGroup, r.Parent, string(r.Body), r.ETag); err != nil {
+		return false, err
+	}
 	res, err := t.q.ExecContext(ctx, t.rebind(`UPDATE resources SET body = ?, etag = ?, updated_at = ? WHERE id_key = ?`),
 		string(r.Body), r.ETag, r.UpdatedAt.UnixNano(), key(r.ID))
 	if err != nil {
@@ -267,6 +287,9 @@ func (t queries) PutResource(ctx context.Context, r Resource) (bool, error) {
 }
 
 func (t queries) DeleteResource(ctx context.Context, id string) (bool, error) {
+	if err := storable(id); err != nil {
+		return false, err
+	}
 	for _, table := range indexTables {
 		if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM `+table+` WHERE id_key = ?`), key(id)); err != nil {
 			return false, err
@@ -287,6 +310,9 @@ func likePrefix(s string) string {
 }
 
 func (t queries) DeleteTree(ctx context.Context, id string) (int, error) {
+	if err := storable(id); err != nil {
+		return 0, err
+	}
 	k := key(id)
 	for _, table := range indexTables {
 		if _, err := t.q.ExecContext(ctx, t.rebind(`DELETE FROM `+table+` WHERE id_key = ? OR id_key LIKE ? ESCAPE '!'`),
@@ -332,6 +358,9 @@ func (q Query) where() (string, []any) {
 }
 
 func (t queries) ListResources(ctx context.Context, q Query) (Page, error) {
+	if err := storable(q.Type, q.Subscription, q.ResourceGroup, q.Parent, q.Under, q.After); err != nil {
+		return Page{}, err
+	}
 	limit := q.Limit
 	if limit <= 0 {
 		limit = 100
@@ -375,6 +404,9 @@ func (t queries) ListResources(ctx context.Context, q Query) (Page, error) {
 }
 
 func (t queries) CountResources(ctx context.Context, q Query) (int, error) {
+	if err := storable(q.Type, q.Subscription, q.ResourceGroup, q.Parent, q.Under); err != nil {
+		return 0, err
+	}
 	where, args := q.where()
 	var n int
 	err := t.q.QueryRowContext(ctx, t.rebind(`SELECT COUNT(*) FROM resources`+where), args...).Scan(&n)
@@ -409,6 +441,9 @@ func fromNanos(n int64) time.Time {
 }
 
 func (t queries) GetOperation(ctx context.Context, id string) (Operation, error) {
+	if err := storable(id); err != nil {
+		return Operation{}, err
+	}
 	var op Operation
 	var input, result, errJSON string
 	var leaseUntil, notBefore, started, ended int64
@@ -449,6 +484,9 @@ func (t queries) IndexAssignment(ctx context.Context, a AssignmentIndex) error {
 }
 
 func (t queries) AssignmentsOf(ctx context.Context, principal string) ([]AssignmentIndex, error) {
+	if err := storable(principal); err != nil {
+		return nil, err
+	}
 	rows, err := t.q.QueryContext(ctx, t.rebind(`SELECT r.id, a.principal_key, a.scope, a.role_id
 		FROM role_assignments a JOIN resources r ON r.id_key = a.id_key
 		WHERE a.principal_key = ? ORDER BY a.id_key`), strings.ToLower(principal))

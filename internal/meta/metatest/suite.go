@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) meta.Store) {
 		{"Labels", testLabels},
 		{"Times", testTimes},
 		{"BackupInstanceIndex", testBackupInstanceIndex},
+		{"UnstorableText", testUnstorableText},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -629,5 +630,38 @@ func testTimes(t *testing.T, s meta.Store) {
 	}
 	if n, _ := s.CountTimes(ctx, meta.TimeQuery{Kind: "job"}); n != 0 {
 		t.Fatalf("times outlived their resources: %d left", n)
+	}
+}
+
+// testUnstorableText: text PostgreSQL cannot hold (invalid UTF-8, NUL) is
+// the caller's mistake on every backend, never a failed statement.
+func testUnstorableText(t *testing.T, s meta.Store) {
+	ctx := context.Background()
+	if _, err := s.PutResource(ctx, rg(sub, "ok")); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"x\xffy", "x\x00y", "\x00\xff"} {
+		badRG := rg(sub, bad)
+		badBody := rg(sub, "body")
+		badBody.Body = []byte(`{"location":"` + bad + `"}`)
+		checks := map[string]error{}
+		_, checks["GetResource"] = s.GetResource(ctx, badRG.ID)
+		_, checks["PutResource id"] = s.PutResource(ctx, badRG)
+		_, checks["PutResource body"] = s.PutResource(ctx, badBody)
+		_, checks["DeleteResource"] = s.DeleteResource(ctx, badRG.ID)
+		_, checks["DeleteTree"] = s.DeleteTree(ctx, badRG.ID)
+		_, checks["ListResources after"] = s.ListResources(ctx, meta.Query{Subscription: sub, After: bad})
+		_, checks["ListResources group"] = s.ListResources(ctx, meta.Query{ResourceGroup: bad})
+		_, checks["CountResources"] = s.CountResources(ctx, meta.Query{Under: badRG.ID})
+		_, checks["GetOperation"] = s.GetOperation(ctx, bad)
+		_, checks["AssignmentsOf"] = s.AssignmentsOf(ctx, bad)
+		for what, err := range checks {
+			if !errs.Is(err, errs.Invalid) {
+				t.Errorf("%s(%q) = %v, want an Invalid error", what, bad, err)
+			}
+		}
+	}
+	if p, err := s.ListResources(ctx, meta.Query{Subscription: sub}); err != nil || len(p.Items) != 1 {
+		t.Fatalf("store after refusals: %v %v", p.Items, err)
 	}
 }
