@@ -143,6 +143,23 @@ func (r *Runner) Start(ctx context.Context) error {
 	return nil
 }
 
+// RunDue claims and runs, on the caller's goroutine, every operation that
+// is runnable now, until none is; it returns how many it ran. It is how a
+// simulation (weeks on a fake clock) or a one-shot tool drives operations
+// without the workers' timing.
+func (r *Runner) RunDue(ctx context.Context) (int, error) {
+	n := 0
+	for ctx.Err() == nil {
+		op, ok, err := r.store.ClaimOperation(ctx, r.cfg.Owner, r.clock.Now(), r.cfg.Lease)
+		if err != nil || !ok {
+			return n, err
+		}
+		r.run(ctx, op)
+		n++
+	}
+	return n, ctx.Err()
+}
+
 // Wait blocks until the workers started by Start have returned.
 func (r *Runner) Wait() { r.wg.Wait() }
 
