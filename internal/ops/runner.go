@@ -165,7 +165,7 @@ func (r *Runner) Wait() { r.wg.Wait() }
 
 func (r *Runner) work(ctx context.Context) {
 	defer r.wg.Done()
-	t := time.NewTicker(r.cfg.Poll)
+	t := r.clock.NewTicker(r.cfg.Poll)
 	defer t.Stop()
 	for {
 		for ctx.Err() == nil {
@@ -185,7 +185,7 @@ func (r *Runner) work(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-r.wake:
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }
@@ -201,12 +201,8 @@ func (r *Runner) run(ctx context.Context, op meta.Operation) {
 	defer cancel()
 	go r.keepLease(runCtx, op.ID, cancel, log)
 
-	if r.cfg.StepDelay > 0 {
-		select {
-		case <-time.After(r.cfg.StepDelay):
-		case <-runCtx.Done():
-			return
-		}
+	if clock.Sleep(runCtx, r.clock, r.cfg.StepDelay) != nil {
+		return
 	}
 	result, err := r.call(runCtx, h, op)
 	if ctx.Err() != nil {
@@ -235,15 +231,17 @@ func (r *Runner) call(ctx context.Context, h Handler, op meta.Operation) (result
 }
 
 // keepLease renews the lease until ctx ends; losing it cancels the work,
-// because another node now owns the operation.
+// because another node now owns the operation. Each renewal is a third of a
+// lease after the last one ended, so a slow store never queues renewals.
 func (r *Runner) keepLease(ctx context.Context, id string, lost func(), log *slog.Logger) {
-	t := time.NewTicker(r.cfg.Lease / 3)
+	every := r.cfg.Lease / 3
+	t := r.clock.NewTimer(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 			ok, err := r.store.RenewLease(ctx, id, r.cfg.Owner, r.clock.Now().Add(r.cfg.Lease))
 			if err != nil && ctx.Err() == nil {
 				log.Error("renew lease", "err", err)
@@ -253,6 +251,7 @@ func (r *Runner) keepLease(ctx context.Context, id string, lost func(), log *slo
 				lost()
 				return
 			}
+			t.Reset(every)
 		}
 	}
 }

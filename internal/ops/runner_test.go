@@ -17,12 +17,19 @@ import (
 
 func newRunner(t *testing.T, c clock.Clock) (*ops.Runner, meta.Store) {
 	t.Helper()
+	return newRunnerConfig(t, c, ops.Config{Poll: 5 * time.Millisecond})
+}
+
+// newRunnerConfig makes a runner of two workers for node-1.
+func newRunnerConfig(t *testing.T, c clock.Clock, cfg ops.Config) (*ops.Runner, meta.Store) {
+	t.Helper()
 	s, err := meta.Open(context.Background(), filepath.Join(t.TempDir(), "ops.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	r := ops.New(s, c, slog.New(slog.NewTextHandler(io.Discard, nil)), ops.Config{Owner: "node-1", Poll: 5 * time.Millisecond, Workers: 2})
+	cfg.Owner, cfg.Workers = "node-1", 2
+	r := ops.New(s, c, slog.New(slog.NewTextHandler(io.Discard, nil)), cfg)
 	return r, s
 }
 
@@ -133,5 +140,96 @@ func TestStaleLeaseReleasedOnStart(t *testing.T) {
 	}
 	if op := waitEnd(t, s, id, nil); op.Status != meta.StatusSucceeded {
 		t.Fatalf("%+v", op)
+	}
+}
+
+// within bounds a wait on the runner's goroutines: a limit on a hang, not
+// a measurement.
+func within(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestStepDelayWaitsOnTheClock: the step delay is a wait on the runner's
+// clock, so an hour of it passes in one Advance.
+func TestStepDelayWaitsOnTheClock(t *testing.T) {
+	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r, s := newRunnerConfig(t, fake, ops.Config{StepDelay: time.Hour})
+	var runs atomic.Int32
+	r.Register("k", func(context.Context, meta.Operation) (any, error) { runs.Add(1); return nil, nil })
+	start(t, r)
+	id := enqueue(t, r, s, "k")
+	// Two workers' poll tickers, the lease's timer and the step delay's.
+	ctx := within(t)
+	if err := fake.BlockUntil(ctx, 4); err != nil {
+		t.Fatalf("the step delay is not waiting on the clock: %v (%d waiters)", err, fake.Waiters())
+	}
+	fake.Advance(time.Hour - time.Nanosecond)
+	if err := fake.BlockUntil(ctx, 4); err != nil { // the lease renewals are done
+		t.Fatal(err)
+	}
+	if n := runs.Load(); n != 0 {
+		t.Fatalf("the handler ran %d times before its delay ended", n)
+	}
+	fake.Advance(time.Nanosecond)
+	if op := waitEnd(t, s, id, nil); op.Status != meta.StatusSucceeded || runs.Load() != 1 {
+		t.Fatalf("%+v after %d runs", op, runs.Load())
+	}
+}
+
+// TestLeaseRenewedWhileHandlerRuns: a handler that outlives its lease
+// keeps it, so neither this node's other worker nor another node takes
+// the operation and runs it a second time.
+func TestLeaseRenewedWhileHandlerRuns(t *testing.T) {
+	const lease = 30 * time.Second
+	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r, s := newRunnerConfig(t, fake, ops.Config{Lease: lease, Poll: time.Second})
+	var runs atomic.Int32
+	started, release := make(chan struct{}, 2), make(chan struct{})
+	r.Register("slow", func(ctx context.Context, _ meta.Operation) (any, error) {
+		runs.Add(1)
+		started <- struct{}{}
+		select {
+		case <-release:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	start(t, r)
+	id := enqueue(t, r, s, "slow")
+	ctx := within(t)
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("the operation never started")
+	}
+	// Three leases long, a third of one at a time. Waiting for the lease's
+	// timer to be armed again (with the two poll tickers) waits for the
+	// renewal before it to end.
+	for range 9 {
+		if err := fake.BlockUntil(ctx, 3); err != nil {
+			t.Fatalf("the lease is not renewed on the clock: %v (%d waiters)", err, fake.Waiters())
+		}
+		fake.Advance(lease / 3)
+	}
+	if err := fake.BlockUntil(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	op, err := s.GetOperation(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.LeaseOwner != "node-1" || !op.LeaseUntil.Equal(fake.Now().Add(lease)) {
+		t.Fatalf("lease %s until %s, want node-1 until %s", op.LeaseOwner, op.LeaseUntil, fake.Now().Add(lease))
+	}
+	if _, ok, err := s.ClaimOperation(ctx, "node-2", fake.Now(), lease); ok || err != nil {
+		t.Fatalf("another node took a leased operation: %v %v", ok, err)
+	}
+	close(release)
+	if op := waitEnd(t, s, id, nil); op.Status != meta.StatusSucceeded || runs.Load() != 1 {
+		t.Fatalf("%+v after %d runs", op, runs.Load())
 	}
 }

@@ -18,7 +18,7 @@ import (
 type Maintenance struct {
 	Chunks         *chunk.Store
 	InFlight       *snapshot.InFlight
-	Clock          clock.Clock
+	Clock          clock.Clock // default clock.Real
 	Log            *slog.Logger
 	GCInterval     time.Duration // 0: never
 	GCGrace        time.Duration // 0: snapshot.DefaultGrace; negative: none
@@ -29,16 +29,20 @@ type Maintenance struct {
 
 // Run works until ctx ends.
 func (m *Maintenance) Run(ctx context.Context) {
+	c := m.Clock
+	if c == nil {
+		c = clock.Real{}
+	}
 	var gcTick, verifyTick <-chan time.Time
 	if m.GCInterval > 0 {
-		t := time.NewTicker(m.GCInterval)
+		t := c.NewTicker(m.GCInterval)
 		defer t.Stop()
-		gcTick = t.C
+		gcTick = t.C()
 	}
 	if m.VerifyInterval > 0 {
-		t := time.NewTicker(m.VerifyInterval)
+		t := c.NewTicker(m.VerifyInterval)
 		defer t.Stop()
-		verifyTick = t.C
+		verifyTick = t.C()
 	}
 	for {
 		select {
