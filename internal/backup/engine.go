@@ -192,7 +192,7 @@ func (s *Service) run(ctx context.Context, in runInput) (any, error) {
 		}
 		return nil, userFailure(err, activity)
 	}
-	slog.Default().Info("backup", "instance", in.InstanceID, "recovery_point", point.Name, "job", job.Name)
+	s.log().Info("backup", "instance", in.InstanceID, "recovery_point", point.Name, "job", job.Name)
 	return jobInfo(job.ID), nil
 }
 
@@ -522,4 +522,11 @@ func messageOf(err error) string {
 		return e.Message
 	}
 	return "internal error"
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
 }

@@ -169,7 +169,7 @@ func LoadJob(ctx context.Context, tx meta.Tx, id string) (JobResource, error) {
 }
 
 func (s *Service) saveJob(ctx context.Context, tx meta.Tx, j JobResource) error {
-	vault := vaultOf(j.ID)
+	vault := j.ID[:strings.LastIndex(strings.ToLower(j.ID), "/backupjobs/")]
 	if err := saveResource(ctx, tx, j.ID, JobType, j.Name, vault, s.Clock.Now(), j); err != nil {
 		return err
 	}

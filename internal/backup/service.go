@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/coffer-backup/coffer/internal/clock"
@@ -34,6 +35,8 @@ type Service struct {
 	Snapshots Snapshots
 	// Ops runs backups and restores; Register sets it.
 	Ops *ops.Runner
+	// Log records each backup and restore; nil logs to slog's default.
+	Log *slog.Logger
 }
 
 // ProtectionRequest is what validate and configure protection check: the
