@@ -52,14 +52,25 @@ type Config struct {
 	// how old an unreferenced chunk must be to go; VerifyInterval how often
 	// every referenced chunk is read back and checked.
 	GCInterval, GCGrace, VerifyInterval time.Duration
+	// HoldHydration keeps disks made from snapshots from hydrating in this
+	// process: they read their missing blocks from the snapshot until a
+	// start without it. For tests that use a disk mid-hydration; it has no
+	// flag, and HoldHydrationEnv set to anything turns it on.
+	HoldHydration bool
 	Logger                              *slog.Logger
 	Clock                               clock.Clock
 }
+
+// HoldHydrationEnv is the environment variable that sets HoldHydration.
+const HoldHydrationEnv = "COFFER_DEBUG_HOLD_HYDRATION"
 
 // Run serves until ctx ends, then shuts down gracefully within 10 s.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
+	}
+	if os.Getenv(HoldHydrationEnv) != "" {
+		cfg.HoldHydration = true
 	}
 	log := cfg.Logger
 	dir := DataDir(cfg.DataDir)
@@ -232,6 +243,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	engine.Background = runCtx
+	if cfg.HoldHydration {
+		// Hydration stops when its context ends; one that has already
+		// ended keeps every hydration from getting anywhere.
+		held, cancel := context.WithCancel(runCtx)
+		cancel()
+		engine.Background = held
+		log.Warn("hydration held: disks made from snapshots do not hydrate in this process")
+	}
 	if err := engine.IndexSnapshots(runCtx); err != nil {
 		return fmt.Errorf("index snapshots: %w", err)
 	}

@@ -8,14 +8,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	serve "github.com/coffer-backup/coffer/internal/server"
 )
 
 // TestDiskFromSnapshotIsUsableAtOnce: a disk made from a snapshot is
-// Succeeded and readable over NBD right away, reads not-yet-local blocks
-// from the chunk store, keeps writes made while it hydrates, survives a
-// kill -9 mid-hydration, and ends byte-identical and standalone.
+// Succeeded and readable over NBD before it has hydrated, reads
+// not-yet-local blocks from the chunk store, keeps writes made while it
+// hydrates, survives a kill -9 mid-hydration, and ends byte-identical and
+// standalone. The first server holds hydration back, so "before" is a
+// state the test sees rather than a race it hopes to win.
 func TestDiskFromSnapshotIsUsableAtOnce(t *testing.T) {
 	requireTool(t, "qemu-io")
+	t.Setenv(serve.HoldHydrationEnv, "1")
 	s := startServer(t, "")
 	admin := s.token()
 	sub := newSubscription()
@@ -33,38 +38,38 @@ func TestDiskFromSnapshotIsUsableAtOnce(t *testing.T) {
 	}
 
 	copyID := "/subscriptions/" + sub + "/resourceGroups/rg/providers/Microsoft.Compute/disks/copy"
-	start := time.Now()
 	h, _ := s.mustDo("PUT", copyID+computeAPI, admin, `{"location":"westus","properties":{"creationData":{"createOption":"Copy","sourceResourceId":"`+snap+`"}}}`, 202)
 	if st := s.waitOperation(admin, h.Get("Azure-AsyncOperation")); st["status"] != "Succeeded" {
 		t.Fatalf("copy: %v", st)
 	}
-	uri, _ := s.attach(admin, copyID)
-	// Read a stretch that is in the middle of the data, and write into it.
-	got := run(t, "qemu-io", "-f", "raw", "-c", "read -v 520M 512", uri)
-	ready := time.Since(start)
-	want, _ := os.ReadFile(img)
-	if !strings.Contains(got, hexLine(want[520*mib:520*mib+16])) {
-		t.Fatalf("first read of the new disk is not the snapshot's bytes:\n%s", got)
-	}
-	t.Logf("disk from a 1 GiB snapshot: created, attached and read in %s", ready)
-	if ready > 5*time.Second {
-		t.Fatalf("the new disk took %s to be usable", ready)
-	}
-	run(t, "qemu-io", "-f", "raw", "-c", "write -P 0x77 510M 4k", "-c", "flush", uri)
-	copy(want[510*mib:510*mib+4096], bytes.Repeat([]byte{0x77}, 4096))
-
-	// kill -9 while it may still hydrate; after the restart it finishes.
 	var shown struct {
 		Properties struct{ UniqueID string } `json:"properties"`
 	}
 	_, body := s.mustDo("GET", copyID+computeAPI, admin, "", 200)
-	json.Unmarshal([]byte(body), &shown)
+	if err := json.Unmarshal([]byte(body), &shown); err != nil || shown.Properties.UniqueID == "" {
+		t.Fatalf("no uniqueId in %s: %v", body, err)
+	}
+	vol := s.volumeDir(shown.Properties.UniqueID)
+	uri, _ := s.attach(admin, copyID)
+	// Read a stretch that is in the middle of the data, and write into it.
+	got := run(t, "qemu-io", "-f", "raw", "-c", "read -v 520M 512", uri)
+	want, _ := os.ReadFile(img)
+	if !strings.Contains(got, hexLine(want[520*mib:520*mib+16])) {
+		t.Fatalf("first read of the new disk is not the snapshot's bytes:\n%s", got)
+	}
+	run(t, "qemu-io", "-f", "raw", "-c", "write -P 0x77 510M 4k", "-c", "flush", uri)
+	copy(want[510*mib:510*mib+4096], bytes.Repeat([]byte{0x77}, 4096))
+	if backing(t, vol) == "" {
+		t.Fatal("the disk hydrated although hydration was held: the read and write above did not show a disk in use before hydrating")
+	}
+
+	// kill -9 mid-hydration; after a restart that lets it hydrate, it finishes.
 	s.kill9()
+	os.Unsetenv(serve.HoldHydrationEnv)
 	s.start()
 	admin = s.token()
-	hydrated := filepath.Join(s.volumeDir(shown.Properties.UniqueID), "hydrated")
 	deadline := time.Now().Add(60 * time.Second)
-	for exists(hydrated) {
+	for backing(t, vol) != "" {
 		if time.Now().After(deadline) {
 			t.Fatal("the disk never finished hydrating")
 		}
@@ -86,6 +91,24 @@ func TestDiskFromSnapshotIsUsableAtOnce(t *testing.T) {
 		t.Fatalf("export after the snapshot went: %v\n%s", err, o)
 	}
 	cmpFiles(t, out, out2)
+}
+
+// backing is what the volume in dir still reads its missing blocks from;
+// volume.json names it until hydration has made every block local
+// (docs/volume-format.md).
+func backing(t *testing.T, dir string) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, "volume.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct {
+		Backing string `json:"backing"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		t.Fatalf("volume.json: %v", err)
+	}
+	return h.Backing
 }
 
 // hexLine is how qemu-io -v prints the first 16 bytes of a read.
