@@ -300,10 +300,14 @@ func (s *segmented) fallocate(mode uint32, off, n int64) error {
 // sync makes every write that completed before it was called durable:
 // fdatasync of each segment written since its last sync. The segment's
 // lock makes a second caller wait for a sync already under way, which may
-// be the one covering its writes.
+// be the one covering its writes. Hydration may have written a segment
+// only through its O_DIRECT file; syncing that file syncs the segment.
 func (s *segmented) sync() error {
 	for _, seg := range *s.segs.Load() {
 		f := seg.file.Load()
+		if f == nil {
+			f = seg.direct.Load()
+		}
 		if f == nil {
 			continue
 		}

@@ -537,6 +537,11 @@ func TestSegmentedHydration(t *testing.T) {
 	if err := v.Hydrate(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
+	// Hydrate syncs every segment it wrote before the header drops the
+	// backing, those it wrote only through O_DIRECT included.
+	if d := dirtySegments(v); len(d) != 0 {
+		t.Fatalf("segments %v were written but not synced by Hydrate", d)
+	}
 	v = reopen(t, v)
 	if v.Backing() != "" || !bytes.Equal(readAll(t, v, size), want) {
 		t.Fatal("the hydrated segmented volume differs")
