@@ -73,7 +73,7 @@ func BenchmarkTrackingBlockSize(b *testing.B) {
 	for _, bs := range []int64{4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20} {
 		b.Run(fmt.Sprintf("block=%dK", bs>>10), func(b *testing.B) {
 			const size = 64 << 30
-			v, err := create(filepath.Join(b.TempDir(), "v"), size, bs)
+			v, err := create(filepath.Join(b.TempDir(), "v"), size, bs, 0)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -137,7 +137,7 @@ func BenchmarkOverwrite4K(b *testing.B) {
 		w    func([]byte, int64) (int, error)
 	}{
 		{"volume", v.WriteAt},
-		{"bare-pwrite", v.data.WriteAt},
+		{"bare-pwrite", v.data.first().WriteAt},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.SetBytes(4096)

@@ -6,6 +6,8 @@
 // # Words
 //
 //   - volume: a fixed-size (grow-only), 512-byte-sector byte range.
+//   - segment: one file of a volume's bytes. Segment i holds bytes
+//     [i*SegmentSize, (i+1)*SegmentSize); the last ends with the volume.
 //   - block: the change-tracking unit, BlockSize bytes (64 KiB); bit i of a
 //     Bitmap covers bytes [i*BlockSize, (i+1)*BlockSize).
 //   - epoch: a numbered period of change tracking. Each mutation (WriteAt,
@@ -17,25 +19,57 @@
 //
 // # On disk
 //
-//	volume.json  {"format","version","size","blockSize"[,"backing"]}; replaced
-//	             atomically (write, fsync, rename, fsync dir); the authority
-//	             on size; "backing" names the image a volume made by
-//	             CreateBacked still reads its unwritten blocks from
-//	data         sparse file of the volume's size; holes read as zeros
+//	volume.json  {"format","version","size","blockSize","segmentSize"
+//	             [,"backing"]}; replaced atomically (write, fsync, rename,
+//	             fsync dir); the authority on size; "backing" names the
+//	             image a volume made by CreateBacked still reads its
+//	             unwritten blocks from
+//	data, data.1, data.2, ...
+//	             the volume's segments, sparse, every one present: whole
+//	             segments but the last; holes read as zeros
 //	cbt.meta     one page: magic, version, block size, epoch, pending flag,
 //	             clean/open state, kernel boot id (uint64 words, little-endian)
 //	cbt.0, cbt.1 bitmap slots, one bit per block; the epoch e uses slot e&1,
 //	             the other holds the uncommitted cut when the pending flag is set
-//	snapshot.cow while a Snapshot lives: sparse, the pre-images of blocks
-//	             written since it was taken, at their own offsets; removed on
-//	             Release and by Open (a snapshot does not outlive its process)
+//	snapshot.cow, snapshot.cow.1, ...
+//	             while a Snapshot lives: sparse, the pre-images of blocks
+//	             written since it was taken, at their own offsets, segmented
+//	             like the data; a segment file appears on its first
+//	             pre-image; removed on Release and by Open (a snapshot does
+//	             not outlive its process)
 //	hydrated     while a backed volume fills: one bit per block that is local
 //	             (mapped shared like cbt.*); removed once Hydrate is done
 //
-// Data goes through pread/pwrite on the data file; Zero punches a hole
+// Data goes through pread/pwrite on the segment files; Zero punches a hole
 // (FALLOC_FL_PUNCH_HOLE), ZeroFill zeroes in place (FALLOC_FL_ZERO_RANGE);
-// Allocated walks SEEK_DATA/SEEK_HOLE. The data file is flock'ed so only one
-// process (and one Volume) has a directory open.
+// Allocated walks SEEK_DATA/SEEK_HOLE. Segment 0 ("data") is flock'ed so
+// only one process (and one Volume) has a directory open.
+//
+// # Segments
+//
+// A volume's bytes are split into segment files of SegmentSize bytes
+// (DefaultSegmentSize, 1 TiB, unless Create was told otherwise; fixed for
+// the volume's life and kept in volume.json) because one file cannot hold
+// the larger disks Azure offers (32767 GiB for most SKUs, 65536 GiB for
+// Ultra Disk and Premium SSD v2) on ext4: a file there has at most 2^32-1
+// blocks, 16 TiB less one block with 4 KiB blocks, 4 TiB with the 1 KiB
+// blocks mke2fs picks for small file systems, and 2 TiB for an ext3-style
+// file mapped without extents. 1 TiB is the largest power of two under all of these
+// with room to spare, and costs a 64 TiB volume 64 files. Segment files
+// are opened on first use and stay open; I/O that crosses a boundary is
+// split, which costs a disk within one segment a shift and a compare.
+// Flush fdatasyncs only the segments written or punched since their last
+// sync (a flag set after each write, swapped off under a per-segment lock
+// so a second Flush waits for a sync already covering its writes).
+//
+// Version 1 of volume.json is a volume that fits in its first segment: one
+// data file, as before segments, and a header without "segmentSize" is
+// such a volume written by older code; its segment size is then
+// DefaultSegmentSize, or the next power of two if its file is larger (which
+// a file system with a higher file limit allowed), so that file is segment
+// 0 and Grow adds segments after it. Version 2 marks a volume with more
+// than one segment, so code that knows only the one data file refuses it
+// rather than read zeros where segments 1... are.
 //
 // # Durability of change tracking
 //

@@ -2,7 +2,6 @@ package volume
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,7 +34,6 @@ type hydration struct {
 	stripes [cowStripes]sync.Mutex
 	source  atomic.Pointer[io.ReaderAt]
 	done    atomic.Bool
-	direct  *os.File // the data file opened O_DIRECT, or nil (Hydrate)
 }
 
 // CreateBacked makes a volume of size bytes whose contents are, until
@@ -43,6 +41,13 @@ type hydration struct {
 // SetBacking). It reads and writes at once; Hydrate fills it in the
 // background.
 func CreateBacked(dir string, size int64, backing string) (*Volume, error) {
+	return CreateBackedWith(dir, size, backing, Options{})
+}
+
+// CreateBackedWith is CreateBacked with options other than the defaults.
+// A retry that finds the plain volume a crashed call left keeps that
+// volume's options.
+func CreateBackedWith(dir string, size int64, backing string, o Options) (*Volume, error) {
 	if backing == "" {
 		return nil, errs.E(errs.Invalid, "InvalidBacking", "a backed volume needs a backing name")
 	}
@@ -52,30 +57,33 @@ func CreateBacked(dir string, size int64, backing string) (*Volume, error) {
 	// A plain volume already here is what a CreateBacked that crashed
 	// before naming its backing left: nothing can have written to it, so
 	// it is finished below. One that names the backing is done.
-	if raw, err := os.ReadFile(filepath.Join(dir, headerName)); err == nil {
-		var h header
-		if err := json.Unmarshal(raw, &h); err != nil {
-			return nil, errs.E(errs.Internal, "VolumeCorrupt", "bad volume header in %s", dir).Wrap(err)
+	h, err := readHeader(dir)
+	if errs.Is(err, errs.NotFound) {
+		v, cerr := create(dir, size, DefaultBlockSize, o.SegmentSize)
+		if cerr != nil {
+			return nil, cerr
 		}
-		if h.Backing == backing {
-			return Open(dir)
+		if cerr := v.Close(); cerr != nil {
+			return nil, cerr
 		}
-		if h.Backing != "" || h.Size != size {
-			return nil, errs.E(errs.Conflict, "VolumeExists", "a different volume already exists in %s", dir)
-		}
-	} else {
-		v, err := create(dir, size, DefaultBlockSize)
-		if err != nil {
-			return nil, err
-		}
-		v.Close()
+		h, err = readHeader(dir)
 	}
-	n := wordsFor(nblocksFor(size, DefaultBlockSize)) * 8
+	if err != nil {
+		return nil, err
+	}
+	if h.Backing == backing {
+		return Open(dir)
+	}
+	if h.Backing != "" || h.Size != size {
+		return nil, errs.E(errs.Conflict, "VolumeExists", "a different volume already exists in %s", dir)
+	}
+	n := wordsFor(nblocksFor(size, h.BlockSize)) * 8
 	if err := createSparse(filepath.Join(dir, hydratedName), n); err != nil {
 		return nil, err
 	}
 	// The header names the backing last: it is the commit point.
-	if err := writeHeader(dir, header{Format: formatName, Version: formatVersion, Size: size, BlockSize: DefaultBlockSize, Backing: backing}); err != nil {
+	h.Backing = backing
+	if err := writeHeader(dir, h); err != nil {
 		return nil, err
 	}
 	return Open(dir)
@@ -96,22 +104,13 @@ func openHydration(dir string, h header) (*hydration, error) {
 		f.Close()
 		return nil, fmt.Errorf("map hydration bitmap: %w", err)
 	}
-	direct, err := directio.Open(filepath.Join(dir, dataName))
-	if err != nil {
-		unix.Munmap(mem)
-		f.Close()
-		return nil, err
-	}
-	return &hydration{name: h.Backing, file: f, mem: mem, words: unsafe.Slice((*uint64)(unsafe.Pointer(&mem[0])), n/8), direct: direct}, nil
+	return &hydration{name: h.Backing, file: f, mem: mem, words: unsafe.Slice((*uint64)(unsafe.Pointer(&mem[0])), n/8)}, nil
 }
 
 func (h *hydration) close() error {
 	if h.mem != nil {
 		unix.Munmap(h.mem)
 		h.mem = nil
-	}
-	if h.direct != nil {
-		h.direct.Close()
 	}
 	return h.file.Close()
 }
@@ -154,11 +153,7 @@ func (v *Volume) hydrating() bool { return v.hydr != nil && !v.hydr.done.Load() 
 // blocks from the data file, the others from the backing.
 func (v *Volume) readLogical(p []byte, off int64) (int, error) {
 	if !v.hydrating() {
-		n, err := v.data.ReadAt(p, off)
-		if err == io.EOF && n == len(p) {
-			err = nil
-		}
-		return n, err
+		return v.data.ReadAt(p, off)
 	}
 	// Runs of local blocks and of backing blocks are read in one call each,
 	// without locks (readRuns): the backing never changes, and a block's
@@ -178,11 +173,7 @@ func (v *Volume) readLogical(p []byte, off int64) (int, error) {
 
 // readData reads p at off from the data file; past its end is zeros.
 func (v *Volume) readData(p []byte, off int64) error {
-	n, err := v.data.ReadAt(p, off)
-	if errors.Is(err, io.EOF) {
-		clear(p[n:])
-		err = nil
-	}
+	_, err := v.data.ReadAt(p, off)
 	return err
 }
 
@@ -303,13 +294,13 @@ func (v *Volume) Hydrate(ctx context.Context, progress func(done, total int64)) 
 	}
 	// Durable bytes first, then the bits, then the header that drops the
 	// backing: a crash between leaves a volume that hydrates again.
-	if err := unix.Fdatasync(v.fd); err != nil {
+	if err := v.data.sync(); err != nil {
 		return err
 	}
 	if err := unix.Msync(v.hydr.mem, unix.MS_SYNC); err != nil {
 		return err
 	}
-	if err := writeHeader(v.dir, header{Format: formatName, Version: formatVersion, Size: v.size.Load(), BlockSize: v.blockSize}); err != nil {
+	if err := writeHeader(v.dir, v.header(v.size.Load(), "")); err != nil {
 		return err
 	}
 	v.hydr.done.Store(true)
@@ -427,9 +418,8 @@ func (h *hydration) lockBlocks(first, end int64) (unlock func()) {
 // writeHydrated writes backing bytes to the data file, directly when it
 // can.
 func (v *Volume) writeHydrated(p []byte, off int64) error {
-	if d := v.hydr.direct; d != nil && directio.Usable(p, off) {
-		_, err := d.WriteAt(p, off)
-		if !errors.Is(err, unix.EINVAL) {
+	if directio.Usable(p, off) {
+		if done, err := v.data.writeDirect(p, off); done {
 			return err
 		}
 	}

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -36,7 +34,7 @@ type Snapshot struct {
 	changed *Bitmap
 	epoch   uint64
 
-	cow       *os.File
+	cow       *segmented
 	preserved []atomic.Uint64 // bit per block: its pre-image is in cow
 	stripes   [cowStripes]sync.Mutex
 
@@ -56,7 +54,7 @@ func (v *Volume) Snapshot() (*Snapshot, error) {
 		return nil, errs.E(errs.Conflict, "SnapshotInProgress", "another snapshot of this volume is still being stored")
 	}
 	size := v.size.Load()
-	cow, err := os.OpenFile(filepath.Join(v.dir, cowName), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	cow, err := openSegments(v.dir, cowName, size, uint(log2(v.segmentSize)), true)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +68,8 @@ func (v *Volume) Snapshot() (*Snapshot, error) {
 	changed, epoch, err := v.cbt.cut()
 	if err != nil {
 		v.frozen.Store(nil)
-		cow.Close()
+		cow.close()
+		removeSegments(v.dir, cowName, 0)
 		return nil, err
 	}
 	s.changed, s.epoch = changed, epoch
@@ -169,11 +168,7 @@ func (s *Snapshot) ReadAt(p []byte, off int64) (int, error) {
 // readPreserved reads p at pos from the pre-images of a preserved block,
 // which never change once marked.
 func (s *Snapshot) readPreserved(p []byte, pos int64) error {
-	n, err := s.cow.ReadAt(p, pos)
-	if errors.Is(err, io.EOF) { // a sparse cow file may end before pos
-		clear(p[n:])
-		err = nil
-	}
+	_, err := s.cow.ReadAt(p, pos) // a sparse cow file may end before pos: zeros
 	return err
 }
 
@@ -223,8 +218,8 @@ func (s *Snapshot) Release() error {
 	s.mu.Unlock()
 	s.v.frozen.CompareAndSwap(s, nil)
 	s.users.Wait()
-	err := s.cow.Close()
-	if rerr := os.Remove(s.cow.Name()); err == nil && !errors.Is(rerr, os.ErrNotExist) {
+	err := s.cow.close()
+	if rerr := removeSegments(s.v.dir, cowName, 0); err == nil {
 		err = rerr
 	}
 	return err

@@ -225,7 +225,7 @@ func TestStaleCopyOnWriteFileIsRemoved(t *testing.T) {
 	if _, err := os.Stat(cow); err != nil {
 		t.Fatal(err)
 	}
-	v.data.Close() // drop the lock without Close's release
+	v.data.close() // drop the lock without Close's release
 	v2, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -20,14 +20,34 @@ const (
 	SectorSize = 512
 	// DefaultBlockSize is the change-tracking granularity; doc.go says why.
 	DefaultBlockSize = 64 << 10
-	// MaxSize bounds a volume (Azure's largest managed disk is 32 TiB).
+	// MaxSize bounds a volume: Azure's largest managed disk is 32767 GiB
+	// for most SKUs and 65536 GiB for Ultra Disk and Premium SSD v2.
 	MaxSize = 64 << 40
+	// DefaultSegmentSize is the size of each file the volume's bytes are
+	// split into; doc.go ("Segments") says why.
+	DefaultSegmentSize = 1 << 40
+	// MinSegmentSize is the smallest segment size Create accepts: segment
+	// boundaries then fall on hydration extents and O_DIRECT alignment.
+	MinSegmentSize = 1 << 20
 
-	headerName    = "volume.json"
-	dataName      = "data"
-	formatName    = "coffer-volume"
-	formatVersion = 1
+	headerName = "volume.json"
+	dataName   = "data"
+	formatName = "coffer-volume"
+	// formatVersion is written for a volume whose bytes fit in its first
+	// segment: one data file, as the first format had. segmentedVersion is
+	// written once they do not, so a reader that knows only one data file
+	// refuses the volume instead of reading zeros where segments 1... are.
+	formatVersion    = 1
+	segmentedVersion = 2
 )
+
+// Options are the choices made when a volume is created; Open reads them
+// back from the volume. The zero value means the defaults.
+type Options struct {
+	// SegmentSize is the size of each data file: a power of two, at least
+	// MinSegmentSize and the block size; 0 means DefaultSegmentSize.
+	SegmentSize int64
+}
 
 // Range is a byte range of a volume.
 type Range struct{ Off, Len int64 }
@@ -39,6 +59,10 @@ type header struct {
 	Version   int    `json:"version"`
 	Size      int64  `json:"size"`
 	BlockSize int64  `json:"blockSize"`
+	// SegmentSize is the size of each data file. A header without it was
+	// written before volumes had segments: its one data file is segment 0
+	// of legacySegmentSize.
+	SegmentSize int64 `json:"segmentSize,omitempty"`
 	// Backing names the image a volume made by CreateBacked still reads
 	// its unwritten blocks from, until Hydrate has copied them.
 	Backing string `json:"backing,omitempty"`
@@ -48,12 +72,12 @@ type header struct {
 // Zero, ZeroFill, Flush and the change-tracking calls are safe for
 // concurrent use; Close must not race with them.
 type Volume struct {
-	dir       string
-	data      *os.File
-	fd        int
-	size      atomic.Int64
-	blockSize int64
-	cbt       *tracker
+	dir         string
+	data        *segmented
+	size        atomic.Int64
+	blockSize   int64
+	segmentSize int64
+	cbt         *tracker
 
 	growMu sync.Mutex
 	closed atomic.Bool
@@ -68,16 +92,27 @@ type Volume struct {
 // Create makes a new empty volume of size bytes in dir, creating dir if
 // needed. It refuses a dir that already holds a volume.
 func Create(dir string, size int64) (*Volume, error) {
-	return create(dir, size, DefaultBlockSize)
+	return CreateWith(dir, size, Options{})
+}
+
+// CreateWith is Create with options other than the defaults.
+func CreateWith(dir string, size int64, o Options) (*Volume, error) {
+	return create(dir, size, DefaultBlockSize, o.SegmentSize)
 }
 
 // create takes the tracking block size so benchmarks can compare sizes.
-func create(dir string, size, blockSize int64) (*Volume, error) {
+func create(dir string, size, blockSize, segmentSize int64) (*Volume, error) {
 	if err := checkSize(size); err != nil {
 		return nil, err
 	}
 	if blockSize < SectorSize || blockSize&(blockSize-1) != 0 {
 		return nil, errs.E(errs.Invalid, "InvalidBlockSize", "tracking block size %d is not a power of two >= 512", blockSize)
+	}
+	if segmentSize == 0 {
+		segmentSize = DefaultSegmentSize
+	}
+	if !validSegmentSize(segmentSize, blockSize) {
+		return nil, errs.E(errs.Invalid, "InvalidSegmentSize", "segment size %d is not a power of two of at least %d and the block size %d", segmentSize, int64(MinSegmentSize), blockSize)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -85,7 +120,11 @@ func create(dir string, size, blockSize int64) (*Volume, error) {
 	if _, err := os.Stat(filepath.Join(dir, headerName)); err == nil {
 		return nil, errs.E(errs.Conflict, "VolumeExists", "a volume already exists in %s", dir)
 	}
-	if err := createSparse(filepath.Join(dir, dataName), size); err != nil {
+	shift := uint(log2(segmentSize))
+	if err := removeSegments(dir, dataName, 0); err != nil { // a crashed Create's
+		return nil, err
+	}
+	if err := createSegments(dir, dataName, size, shift); err != nil {
 		return nil, err
 	}
 	if err := createTracker(dir, blockSize, nblocksFor(size, blockSize)); err != nil {
@@ -93,10 +132,25 @@ func create(dir string, size, blockSize int64) (*Volume, error) {
 	}
 	// The header is written last: a directory without it is not a volume,
 	// so a crash during Create leaves nothing half-made that Open accepts.
-	if err := writeHeader(dir, header{Format: formatName, Version: formatVersion, Size: size, BlockSize: blockSize}); err != nil {
+	if err := writeHeader(dir, header{Size: size, BlockSize: blockSize, SegmentSize: segmentSize}); err != nil {
 		return nil, err
 	}
 	return Open(dir)
+}
+
+func validSegmentSize(segmentSize, blockSize int64) bool {
+	return segmentSize >= MinSegmentSize && segmentSize >= blockSize && segmentSize <= MaxSize && segmentSize&(segmentSize-1) == 0
+}
+
+// legacySegmentSize is the segment size of a volume made before segments:
+// the default, or the next power of two when its one data file is larger,
+// so that file is segment 0 whole and a Grow adds segments after it.
+func legacySegmentSize(size int64) int64 {
+	s := int64(DefaultSegmentSize)
+	for s < size {
+		s <<= 1
+	}
+	return s
 }
 
 func checkSize(size int64) error {
@@ -114,47 +168,30 @@ func nblocksFor(size, blockSize int64) int64 { return (size + blockSize - 1) / b
 // Open opens the volume in dir. Only one Volume may have a directory open at
 // a time, across processes; a second Open gets errs.Conflict.
 func Open(dir string) (_ *Volume, err error) {
-	b, err := os.ReadFile(filepath.Join(dir, headerName))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, errs.E(errs.NotFound, "VolumeNotFound", "no volume in %s", dir).Wrap(err)
-	}
+	h, err := readHeader(dir)
 	if err != nil {
 		return nil, err
 	}
-	var h header
-	if err := json.Unmarshal(b, &h); err != nil || h.Format != formatName {
-		return nil, errs.E(errs.Internal, "VolumeCorrupt", "bad volume header in %s", dir).Wrap(err)
-	}
-	if h.Version != formatVersion {
-		return nil, errs.E(errs.Internal, "VolumeVersion", "volume format version %d is not supported", h.Version)
-	}
-	if checkSize(h.Size) != nil || h.BlockSize < SectorSize || h.BlockSize&(h.BlockSize-1) != 0 {
-		return nil, errs.E(errs.Internal, "VolumeCorrupt", "bad size or block size in %s", dir)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, dataName), os.O_RDWR, 0)
+	shift := uint(log2(h.SegmentSize))
+	data, err := openSegments(dir, dataName, h.Size, shift, false)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			_ = f.Close()
+			_ = data.close()
 		}
 	}()
-	fd := int(f.Fd())
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := unix.Flock(int(data.first().Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, errs.E(errs.Conflict, "VolumeInUse", "volume %s is open elsewhere", dir)
 		}
 		return nil, fmt.Errorf("lock volume: %w", err)
 	}
 	// The header is the authority on size: a crash inside Grow can leave the
-	// data file at either length.
-	if fi, err := f.Stat(); err != nil {
+	// last segment at either length and segment files it does not count.
+	if err := repairSegments(dir, dataName, h.Size, shift); err != nil {
 		return nil, err
-	} else if fi.Size() != h.Size {
-		if err := f.Truncate(h.Size); err != nil {
-			return nil, err
-		}
 	}
 	cbt, err := openTracker(dir, h.BlockSize, nblocksFor(h.Size, h.BlockSize))
 	if err != nil {
@@ -162,10 +199,11 @@ func Open(dir string) (_ *Volume, err error) {
 	}
 	// A snapshot does not outlive its process: drop a crashed one's
 	// pre-images. Its changes were never committed, so none are lost.
-	if err := os.Remove(filepath.Join(dir, cowName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := removeSegments(dir, cowName, 0); err != nil {
+		cbt.close()
 		return nil, err
 	}
-	v := &Volume{dir: dir, data: f, fd: fd, blockSize: h.BlockSize, cbt: cbt}
+	v := &Volume{dir: dir, data: data, blockSize: h.BlockSize, segmentSize: h.SegmentSize, cbt: cbt}
 	v.size.Store(h.Size)
 	if h.Backing != "" {
 		if v.hydr, err = openHydration(dir, h); err != nil {
@@ -195,11 +233,48 @@ func (v *Volume) Close() error {
 			err = cerr
 		}
 	}
-	if cerr := v.data.Close(); err == nil {
+	if cerr := v.data.close(); err == nil {
 		err = cerr
 	}
 	return err
 }
+
+// readHeader reads and checks volume.json. A header from before segments
+// comes back with its legacy segment size filled in.
+func readHeader(dir string) (header, error) {
+	var h header
+	b, err := os.ReadFile(filepath.Join(dir, headerName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return h, errs.E(errs.NotFound, "VolumeNotFound", "no volume in %s", dir).Wrap(err)
+	}
+	if err != nil {
+		return h, err
+	}
+	if err := json.Unmarshal(b, &h); err != nil || h.Format != formatName {
+		return h, errs.E(errs.Internal, "VolumeCorrupt", "bad volume header in %s", dir).Wrap(err)
+	}
+	if h.Version != formatVersion && h.Version != segmentedVersion {
+		return h, errs.E(errs.Internal, "VolumeVersion", "volume format version %d is not supported", h.Version)
+	}
+	if checkSize(h.Size) != nil || h.BlockSize < SectorSize || h.BlockSize&(h.BlockSize-1) != 0 {
+		return h, errs.E(errs.Internal, "VolumeCorrupt", "bad size or block size in %s", dir)
+	}
+	if h.SegmentSize == 0 && h.Version == formatVersion {
+		h.SegmentSize = legacySegmentSize(h.Size)
+	}
+	if !validSegmentSize(h.SegmentSize, h.BlockSize) {
+		return h, errs.E(errs.Internal, "VolumeCorrupt", "bad segment size %d in %s", h.SegmentSize, dir)
+	}
+	return h, nil
+}
+
+// header is the volume's header as it stands, for a rewrite.
+func (v *Volume) header(size int64, backing string) header {
+	return header{Size: size, BlockSize: v.blockSize, SegmentSize: v.segmentSize, Backing: backing}
+}
+
+// SegmentSize is the size of each file the volume's bytes are kept in.
+func (v *Volume) SegmentSize() int64 { return v.segmentSize }
 
 // Size is the volume's size in bytes.
 func (v *Volume) Size() int64 { return v.size.Load() }
@@ -282,7 +357,7 @@ func (v *Volume) zero(off, length int64, mode uint32) error {
 		}
 	}
 	v.cbt.mark(e, off, length)
-	err := unix.Fallocate(v.fd, mode, off, length)
+	err := v.data.fallocate(mode, off, length)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
 		return v.writeZeros(off, length)
 	}
@@ -308,7 +383,7 @@ func (v *Volume) writeZeros(off, length int64) error {
 // Flush makes every completed write durable: data first, then the tracking
 // state.
 func (v *Volume) Flush() error {
-	if err := unix.Fdatasync(v.fd); err != nil {
+	if err := v.data.sync(); err != nil {
 		return fmt.Errorf("sync volume data: %w", err)
 	}
 	if v.hydrating() {
@@ -335,19 +410,21 @@ func (v *Volume) Grow(newSize int64) error {
 	if newSize == old {
 		return nil
 	}
+	// The hydration bitmap is sized for the volume it was made for, and a
+	// header without the backing would read the missing blocks as zeros.
+	if v.hydrating() {
+		return errs.E(errs.Conflict, "VolumeHydrating", "the volume is still filling from %s; it can grow once that is done", v.hydr.name)
+	}
 	// Order matters: tracking slots first so a writer that sees the new
-	// size finds room for its bits, then the data file, then the header
-	// (the commit point), then the size writers check against.
+	// size finds room for its bits, then the data file's segments, then the
+	// header (the commit point), then the size writers check against.
 	if err := v.cbt.grow(nblocksFor(newSize, v.blockSize)); err != nil {
 		return err
 	}
-	if err := v.data.Truncate(newSize); err != nil {
+	if err := v.data.grow(old, newSize); err != nil {
 		return err
 	}
-	if err := unix.Fsync(v.fd); err != nil {
-		return err
-	}
-	if err := writeHeader(v.dir, header{Format: formatName, Version: formatVersion, Size: newSize, BlockSize: v.blockSize}); err != nil {
+	if err := writeHeader(v.dir, v.header(newSize, "")); err != nil {
 		return err
 	}
 	v.size.Store(newSize)
@@ -362,27 +439,7 @@ func (v *Volume) Allocated() ([]Range, error) {
 	if v.hydrating() { // the backing's blocks are not in the data file yet
 		return []Range{{Off: 0, Len: size}}, nil
 	}
-	out := []Range{}
-	for off := int64(0); off < size; {
-		d, err := unix.Seek(v.fd, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("seek data: %w", err)
-		}
-		if d >= size {
-			break
-		}
-		h, err := unix.Seek(v.fd, d, unix.SEEK_HOLE)
-		if err != nil {
-			return nil, fmt.Errorf("seek hole: %w", err)
-		}
-		h = min(h, size)
-		out = append(out, Range{Off: d, Len: h - d})
-		off = h
-	}
-	return out, nil
+	return v.data.allocated(size)
 }
 
 // Changed returns a copy of the set of tracking blocks written or zeroed
@@ -407,8 +464,13 @@ func (v *Volume) SwapChanged() (*Bitmap, uint64, error) { return v.cbt.cut() }
 // recent cut is errs.Conflict (the later cut already includes its bits).
 func (v *Volume) CommitChanged(epoch uint64) error { return v.cbt.commit(epoch) }
 
-// writeHeader replaces volume.json atomically and durably.
+// writeHeader replaces volume.json atomically and durably. It sets the
+// format and the version, which the size and segment size decide.
 func writeHeader(dir string, h header) error {
+	h.Format, h.Version = formatName, formatVersion
+	if h.Size > h.SegmentSize {
+		h.Version = segmentedVersion
+	}
 	b, err := json.MarshalIndent(h, "", "  ")
 	if err != nil {
 		return err
