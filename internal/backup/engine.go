@@ -530,3 +530,41 @@ func (s *Service) log() *slog.Logger {
 	}
 	return slog.Default()
 }
+
+// Run fires due slots and expires recovery points until ctx ends. It
+// sleeps on the clock until the earliest next slot, at most a minute (for
+// expiry), or until Wake says a schedule changed.
+func (s *Service) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		if _, err := s.ScheduleDue(ctx); err != nil && ctx.Err() == nil {
+			s.log().Error("schedule backups", "err", err)
+		}
+		if _, err := s.ExpireDue(ctx); err != nil && ctx.Err() == nil {
+			s.log().Error("expire recovery points", "err", err)
+		}
+		wait := time.Minute
+		if next, err := s.NextDue(ctx); err == nil && !next.IsZero() {
+			wait = min(wait, max(next.Sub(s.Clock.Now()), 0))
+		}
+		t := s.Clock.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-t.C():
+		case <-s.wakeup():
+		}
+		t.Stop()
+	}
+}
+
+// Wake tells Run a schedule changed (protection configured or resumed).
+func (s *Service) Wake() {
+	select {
+	case s.wakeup() <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) wakeup() chan struct{} {
+	s.wakeOnce.Do(func() { s.wake = make(chan struct{}, 1) })
+	return s.wake
+}

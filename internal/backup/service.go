@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/coffer-backup/coffer/internal/clock"
 	"github.com/coffer-backup/coffer/internal/errs"
@@ -37,6 +38,9 @@ type Service struct {
 	Ops *ops.Runner
 	// Log records each backup and restore; nil logs to slog's default.
 	Log *slog.Logger
+
+	wakeOnce sync.Once
+	wake     chan struct{}
 }
 
 // ProtectionRequest is what validate and configure protection check: the
@@ -90,6 +94,9 @@ func (s *Service) Configure(ctx context.Context, in ProtectionRequest) error {
 	})
 	if err != nil {
 		return err
+	}
+	if checkErr == nil {
+		s.Wake()
 	}
 	return checkErr
 }
@@ -192,7 +199,7 @@ func (s *Service) ChangeState(ctx context.Context, instanceID, action string) er
 	if !ok {
 		return fmt.Errorf("unknown protection action %q", action)
 	}
-	return s.Store.InTx(ctx, func(tx meta.Tx) error {
+	err := s.Store.InTx(ctx, func(tx meta.Tx) error {
 		bi, err := s.LoadInstance(ctx, tx, instanceID)
 		if err != nil {
 			return err
@@ -214,6 +221,10 @@ func (s *Service) ChangeState(ctx context.Context, instanceID, action string) er
 		}
 		return s.saveInstance(ctx, tx, bi)
 	})
+	if err == nil && a.To == StateConfigured {
+		s.Wake()
+	}
+	return err
 }
 
 // StartDelete marks the instance id Deleting in tx; the caller enqueues the

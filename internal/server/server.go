@@ -175,7 +175,9 @@ func Run(ctx context.Context, cfg Config) error {
 	rgs := &resources.Service{Store: store, Ops: runner, Clock: cfg.Clock, Cascades: []resources.Cascade{engine}}
 	rgs.Routes(router)
 	authz.Routes(router)
-	protecting := &backup.Service{Store: store, Clock: cfg.Clock, Disks: engine, Permissions: authz, Data: engine}
+	protecting := &backup.Service{Store: store, Clock: cfg.Clock, Disks: engine, Permissions: authz, Data: engine,
+		Snapshots: engine, Log: log.With("component", "backup")}
+	protecting.Register(runner)
 	if _, err := protecting.Reindex(ctx); err != nil {
 		return fmt.Errorf("index backup instances: %w", err)
 	}
@@ -257,6 +259,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := engine.ResumeHydration(runCtx); err != nil {
 		return fmt.Errorf("resume hydration: %w", err)
 	}
+	// Scheduled backups and retention: on every node, each slot's
+	// operation has a fixed id, so however many nodes fire it, it runs once.
+	go protecting.Run(runCtx)
 	maintenance := &Maintenance{Chunks: chunks, InFlight: inflight, Clock: cfg.Clock, Log: log.With("component", "maintenance"),
 		GCInterval: cfg.GCInterval, GCGrace: cfg.GCGrace, VerifyInterval: cfg.VerifyInterval}
 	go maintenance.Run(runCtx)
