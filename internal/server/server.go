@@ -46,16 +46,49 @@ type Config struct {
 	// OperationDelay delays every operation attempt (fault injection for
 	// crash tests; hidden flag).
 	OperationDelay time.Duration
-	// GCInterval is how often unreferenced chunks are collected, GCGrace
-	// how old an unreferenced chunk must be to go; VerifyInterval how often
-	// every referenced chunk is read back and checked.
+	// GCInterval is how often unreferenced chunks are collected (0:
+	// never), GCGrace how old an unreferenced chunk must be to go (must be
+	// positive, see validate); VerifyInterval how often every referenced
+	// chunk is read back and checked (0: never).
 	GCInterval, GCGrace, VerifyInterval time.Duration
 	Logger                              *slog.Logger
 	Clock                               clock.Clock
 }
 
+// validate refuses options that would otherwise be accepted and read as
+// something other than what they say. Errors name the serve flag.
+func (cfg *Config) validate() error {
+	// GC runs in every serve process, and processes sharing a --db may
+	// share the bucket: an upload in another process is protected only by
+	// the grace (this process's own uploads hold InFlight leases whatever
+	// the grace). A zero or negative grace would let GC delete chunks such
+	// an upload has written and not yet indexed, so it is refused rather
+	// than read as "none" or as the default.
+	if cfg.GCGrace <= 0 {
+		return fmt.Errorf("--gc-grace %v: must be positive; it protects chunks that uploads in other coffer processes sharing the bucket have written but not yet indexed (on a single node, 1s is as good as none)", cfg.GCGrace)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--gc-interval", cfg.GCInterval}, {"--verify-interval", cfg.VerifyInterval}, {"--debug-operation-delay", cfg.OperationDelay}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s %v: must not be negative (0 turns it off)", d.flag, d.v)
+		}
+	}
+	switch {
+	case cfg.TLSCert != "" && cfg.TLSKey == "":
+		return errors.New("--tls-cert without --tls-key: give both, or neither for a self-signed certificate")
+	case cfg.TLSKey != "" && cfg.TLSCert == "":
+		return errors.New("--tls-key without --tls-cert: give both, or neither for a self-signed certificate")
+	}
+	return nil
+}
+
 // Run serves until ctx ends, then shuts down gracefully within 10 s.
 func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
 	}
@@ -69,7 +102,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("--addr %q: %w", cfg.Addr, err)
 	}
 	certPath, keyPath := cfg.TLSCert, cfg.TLSKey
-	if certPath == "" || keyPath == "" {
+	if certPath == "" {
 		if certPath, keyPath, err = dir.EnsureTLS(host, cfg.Clock.Now()); err != nil {
 			return fmt.Errorf("tls certificate: %w", err)
 		}
