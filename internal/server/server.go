@@ -97,6 +97,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(string(dir), 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	lock, err := dir.Lock()
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	host, _, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("--addr %q: %w", cfg.Addr, err)
@@ -269,6 +274,9 @@ func Run(ctx context.Context, cfg Config) error {
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if err := lock.SetEndpoint(endpoint); err != nil {
+		return err
 	}
 	if err := os.WriteFile(dir.Path(EndpointFile), []byte(endpoint+"\n"), 0o644); err != nil {
 		return err
