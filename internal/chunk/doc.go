@@ -22,6 +22,10 @@
 //     of every chunk in disk order, with a BLAKE3 checksum, at
 //     indexes/<name>.
 //   - dedup: Put of a chunk that is already stored writes nothing.
+//   - backend: the object storage under a Store (Backend): a gocloud
+//     bucket (BucketBackend), possibly wrapped: Retry retries its
+//     transient failures with capped exponential backoff; the tests'
+//     chunktest.Faulty injects failures.
 //
 // # Ordering and durability
 //

@@ -183,7 +183,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	volumes := compute.NewVolumes(dir.Path(VolumeDir))
 	defer volumes.Close()
-	chunks, err := chunk.Open(ctx, cfg.BlobURL, string(dir), chunk.Options{})
+	// A transient backend error (a dropped connection, a 503) is retried
+	// here, so it does not fail the snapshot whose upload met it.
+	chunks, err := chunk.Open(ctx, cfg.BlobURL, string(dir), chunk.Options{
+		Wrap: func(b chunk.Backend) chunk.Backend { return chunk.NewRetry(b, chunk.RetryOptions{}) },
+	})
 	if err != nil {
 		return fmt.Errorf("chunk store: %w", err)
 	}
