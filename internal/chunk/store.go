@@ -103,6 +103,7 @@ type Store struct {
 	backend Backend
 	bucket  *blob.Bucket // the bucket under backend, for Bucket
 	codec   *codec
+	key     []byte // nil for a plaintext store
 	sync    func(ctx context.Context) error
 	closer  func() error // closes what Open opened; nil for New
 
@@ -169,7 +170,7 @@ func NewOnBackend(backend Backend, opts Options) (*Store, error) {
 	if opts.Wrap != nil {
 		backend = opts.Wrap(backend)
 	}
-	return &Store{backend: backend, codec: c, sync: opts.Sync, inflight: map[Digest]*putCall{}}, nil
+	return &Store{backend: backend, codec: c, key: slices.Clone(key), sync: opts.Sync, inflight: map[Digest]*putCall{}}, nil
 }
 
 // Close releases the codec, and the bucket if Open opened it.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -54,4 +56,28 @@ func TestRunRefusesMisleadingOptions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunRefusesMissingBucket: serve on an S3 bucket that does not exist
+// fails at start-up naming the bucket, instead of reporting healthy and
+// failing every snapshot.
+func TestRunRefusesMissingBucket(t *testing.T) {
+	raw := os.Getenv("COFFER_TEST_S3")
+	if raw == "" {
+		t.Skip("COFFER_TEST_S3 is unset; eval \"$(scripts/minio start DIR)\" to run it")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = "coffer-no-such-bucket"
+	cfg := validConfig(t)
+	cfg.BlobURL = u.String()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	err = server.Run(ctx, cfg)
+	if err == nil || !strings.Contains(err.Error(), `"coffer-no-such-bucket"`) || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("Run = %v, want an error that says bucket \"coffer-no-such-bucket\" does not exist", err)
+	}
+	t.Log(err)
 }
