@@ -21,7 +21,7 @@ type Maintenance struct {
 	Clock          clock.Clock // default clock.Real
 	Log            *slog.Logger
 	GCInterval     time.Duration // 0: never
-	GCGrace        time.Duration // 0: snapshot.DefaultGrace; negative: none
+	GCGrace        time.Duration // 0: snapshot.DefaultGrace; negative: none (serve refuses both)
 	VerifyInterval time.Duration // 0: never
 
 	gcMu sync.Mutex
