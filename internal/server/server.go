@@ -58,12 +58,13 @@ type Config struct {
 	// start without it. For tests that use a disk mid-hydration; it has no
 	// flag, and HoldHydrationEnv set to anything turns it on.
 	HoldHydration bool
-	Logger                              *slog.Logger
-	Clock                               clock.Clock
+	Logger        *slog.Logger
+	Clock         clock.Clock
 }
 
 // HoldHydrationEnv is the environment variable that sets HoldHydration.
 const HoldHydrationEnv = "COFFER_DEBUG_HOLD_HYDRATION"
+
 // validate refuses options that would otherwise be accepted and read as
 // something other than what they say. Errors name the serve flag.
 func (cfg *Config) validate() error {
