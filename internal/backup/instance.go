@@ -36,7 +36,10 @@ type BackupInstance struct {
 	CurrentProtectionState string            `json:"currentProtectionState,omitempty"`
 	ProtectionErrorDetails *UserFacingError  `json:"protectionErrorDetails,omitempty"`
 	ProvisioningState      string            `json:"provisioningState,omitempty"`
-	ObjectType             string            `json:"objectType"`
+	// IdentityDetails says which vault identity protects the disk; only
+	// the system-assigned one exists here.
+	IdentityDetails *IdentityDetails `json:"identityDetails,omitempty"`
+	ObjectType      string           `json:"objectType"`
 }
 
 // Datasource names the protected disk.
@@ -105,6 +108,10 @@ func NormalizeInstance(b *BackupInstance, vault string) error {
 		b.ObjectType = t
 	} else {
 		return invalid("InvalidRequestContent", "properties.objectType", "properties.objectType must be 'BackupInstance', not '%s'.", b.ObjectType)
+	}
+	if id := b.IdentityDetails; id != nil && (id.UseSystemAssignedIdentity != nil && !*id.UseSystemAssignedIdentity || id.UserAssignedIdentityArmURL != "") {
+		return invalid("UserErrorUserAssignedIdentityNotSupported", "properties.identityDetails",
+			"coffer vaults protect disks with their system-assigned identity; useSystemAssignedIdentity false and user-assigned identities are not supported.")
 	}
 	ds := b.DataSourceInfo
 	if ds == nil {

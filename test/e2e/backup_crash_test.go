@@ -200,3 +200,65 @@ func TestScheduledBackupSurvivesKill9(t *testing.T) {
 		})
 	}
 }
+
+// TestInstanceSettingsTakeEffectOrAreRefused: what an instance or a
+// restore request says is either done or refused with a specific code,
+// never accepted and ignored.
+func TestInstanceSettingsTakeEffectOrAreRefused(t *testing.T) {
+	s := startServer(t, "")
+	admin := s.token()
+	p := s.protectDisk(t, admin, 1, time.Now().Add(24*time.Hour))
+	const v = "?api-version=2026-06-01"
+	policy := p.vault + "/backupPolicies/hourly"
+	body := func(snaps, extra string) string {
+		return `{"properties":{"objectType":"BackupInstance",` + extra + `
+		"dataSourceInfo":{"objectType":"Datasource","resourceID":"` + p.disk + `","resourceType":"Microsoft.Compute/disks","datasourceType":"Microsoft.Compute/disks"},
+		"policyInfo":{"policyId":"` + policy + `","policyParameters":{"dataStoreParametersList":[{"objectType":"AzureOperationalStoreParameters","dataStoreType":"OperationalStore","resourceGroupId":"` + snaps + `"}]}}}}`
+	}
+	state := func() string {
+		_, b := s.mustDo("GET", p.instance+v, admin, "", 200)
+		return at(jsonOf(t, b), "properties", "currentProtectionState").(string)
+	}
+	expect := func(what, method, path, b string, status int, code string) {
+		t.Helper()
+		got, _, out := s.do(method, path, admin, b)
+		if got != status || !strings.Contains(out, `"`+code+`"`) {
+			t.Fatalf("%s: %d %s, want %d %s", what, got, out, status, code)
+		}
+	}
+	expect("moving the snapshot resource group", "PUT", p.instance+v, body("/subscriptions/"+p.sub+"/resourceGroups/restored", ""),
+		400, "UserErrorSnapshotResourceGroupChangeNotAllowed")
+	expect("a user-assigned identity", "PUT", p.instance+v, body(p.snaps, `"identityDetails":{"useSystemAssignedIdentity":false},`),
+		400, "UserErrorUserAssignedIdentityNotSupported")
+	h, _ := s.mustDo("POST", p.instance+"/stopProtection"+v, admin, "", 202)
+	s.poll(h.Get("Azure-AsyncOperation"), admin)
+	expect("an update of a stopped instance", "PUT", p.instance+v, body(p.snaps, ""), 400, "UserErrorInvalidProtectionStateForOperation")
+	if st := state(); st != "ProtectionStopped" {
+		t.Fatalf("a refused update changed the state to %s", st)
+	}
+	expect("a point-in-time restore", "POST", p.instance+"/restore"+v, `{"objectType":"AzureBackupRecoveryTimeBasedRestoreRequest",
+		"recoveryPointTime":"2026-01-01T00:00:00Z","sourceDataStoreType":"OperationalStore","restoreTargetInfo":{"objectType":"RestoreTargetInfo",
+		"recoveryOption":"FailIfExists","datasourceInfo":{"resourceID":"`+p.disk+`"}}}`, 400, "UserErrorRestoreTypeNotSupported")
+	expect("an ad hoc backup of a stopped instance", "POST", p.instance+"/backup"+v,
+		`{"backupRuleOptions":{"ruleName":"BackupHourly","triggerOption":{"retentionTagOverride":"Default"}}}`, 400, "UserErrorInvalidProtectionStateForOperation")
+	h, _ = s.mustDo("POST", p.instance+"/resumeProtection"+v, admin, "", 202)
+	s.poll(h.Get("Azure-AsyncOperation"), admin)
+	expect("an ad hoc backup under an unknown rule", "POST", p.instance+"/backup"+v,
+		`{"backupRuleOptions":{"ruleName":"Nope","triggerOption":{"retentionTagOverride":"Default"}}}`, 400, "UserErrorInvalidRuleName")
+	expect("a restore of a missing point", "POST", p.instance+"/restore"+v, `{"objectType":"AzureBackupRecoveryPointBasedRestoreRequest",
+		"recoveryPointId":"nope","sourceDataStoreType":"OperationalStore","restoreTargetInfo":{"objectType":"RestoreTargetInfo",
+		"recoveryOption":"FailIfExists","datasourceInfo":{"resourceID":"/subscriptions/`+p.sub+`/resourceGroups/restored/providers/Microsoft.Compute/disks/x"}}}`,
+		404, "UserErrorRecoveryPointNotFound")
+	// The limit of ten ad hoc backups a day: the eleventh is a clear 400.
+	for i := 0; i < 10; i++ {
+		h, _ := s.mustDo("POST", p.instance+"/backup"+v, admin, `{"backupRuleOptions":{"ruleName":"BackupHourly","triggerOption":{"retentionTagOverride":"Default"}}}`, 202)
+		if st := s.poll(h.Get("Azure-AsyncOperation"), admin); st["status"] != "Succeeded" {
+			t.Fatalf("ad hoc backup %d: %v", i, st)
+		}
+	}
+	expect("the eleventh ad hoc backup of the day", "POST", p.instance+"/backup"+v,
+		`{"backupRuleOptions":{"ruleName":"BackupHourly","triggerOption":{"retentionTagOverride":"Default"}}}`, 400, "UserErrorMaxAdhocBackupLimitReached")
+	if n := len(s.pointNames(t, admin, p.instance)); n != 10 {
+		t.Fatalf("%d recovery points after ten ad hoc backups", n)
+	}
+}
