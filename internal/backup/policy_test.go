@@ -249,9 +249,9 @@ func TestPolicyCountsEveryRetentionRule(t *testing.T) {
 		}
 	}
 	for _, c := range []struct {
-		name                              string
+		name                             string
 		interval, keepDefault, keepDaily string
-		ok                                bool
+		ok                               bool
 	}{
 		{"hourly for a week, daily for a month", "PT1H", "P7D", "P30D", true},
 		{"hourly for a week, daily for a year", "PT1H", "P7D", "P365D", false}, // 162 + 365 > 450
