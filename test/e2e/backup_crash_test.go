@@ -32,9 +32,9 @@ func (s *server) protectDisk(t *testing.T, admin string, sizeGB int, first time.
 	p.disk = subPath + "/resourceGroups/disks/providers/Microsoft.Compute/disks/d1"
 	s.createDisk(admin, p.disk, "westus", sizeGB)
 	p.vault = subPath + "/resourceGroups/vaults/providers/Microsoft.DataProtection/backupVaults/v1"
-	h, body := s.mustDo("PUT", p.vault+v, admin, `{"location":"westus","identity":{"type":"SystemAssigned"},"properties":{}}`, 201)
+	h, _ := s.mustDo("PUT", p.vault+v, admin, `{"location":"westus","identity":{"type":"SystemAssigned"},"properties":{}}`, 201)
 	s.poll(h.Get("Azure-AsyncOperation"), admin)
-	_, body = s.mustDo("GET", p.vault+v, admin, "", 200)
+	_, body := s.mustDo("GET", p.vault+v, admin, "", 200)
 	p.principal = at(jsonOf(t, body), "identity", "principalId").(string)
 	policy := p.vault + "/backupPolicies/hourly"
 	s.mustDo("PUT", policy+v, admin, `{"properties":{"datasourceTypes":["Microsoft.Compute/disks"],"objectType":"BackupPolicy","policyRules":[
