@@ -114,6 +114,7 @@ does in the background.`,
 func validateRestore(cmd *cobra.Command, cf *clientFlags, c *armclient.Client, bi backupInstance, v vaultSummary, target diskRef, request map[string]any, assign bool) error {
 	ctx, out := cmd.Context(), cmd.OutOrStdout()
 	for attempt := 0; ; attempt++ {
+		fmt.Fprintf(out, "validating restore to %s ...\n", target.name)
 		resp, err := c.Do(ctx, http.MethodPost, bi.ID+"/validateRestore", protectionVersion, nil, map[string]any{"restoreRequestObject": request}, nil)
 		if err != nil {
 			return err
@@ -131,7 +132,7 @@ func validateRestore(cmd *cobra.Command, cf *clientFlags, c *armclient.Client, b
 		}
 		missing, err := missingRoles(ctx, c, v.Identity.PrincipalID, wanted)
 		if err != nil {
-			return err
+			return fmt.Errorf("restore to %s: %w", target.id(), err)
 		}
 		fmt.Fprintf(out, "the vault's identity %s is missing roles:\n", v.Identity.PrincipalID)
 		for _, m := range missing {
