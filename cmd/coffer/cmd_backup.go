@@ -40,7 +40,7 @@ under the policy's backup rule and is kept as the retention rule
 
 backup now waits for the backup and prints its job and recovery point; with
 --no-wait it returns as soon as the backup has started (follow it with
-'coffer jobs --watch'). A service allows 10 on-demand backups an instance a
+'coffer jobs --watch'). An instance takes at most 10 on-demand backups a
 day.`,
 		Example: `  coffer backup now /subscriptions/$SUB/resourceGroups/vaults/providers/Microsoft.DataProtection/backupVaults/backups/backupInstances/db1-4d2c... --data-dir ./coffer-data
   coffer backup now db1-4d2c... --vault backups -g vaults --subscription $SUB --data-dir ./coffer-data`,
