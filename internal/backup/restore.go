@@ -109,7 +109,11 @@ type restorePlan struct {
 // its snapshot exist, the target disk does not, it is in the snapshot's
 // region, the vault identity may create it, and a target in another
 // subscription is allowed by the vault.
-func (s *Service) checkRestore(ctx context.Context, tx meta.Tx, instanceID string, r RestoreRequest, activity string) (restorePlan, error) {
+//
+// job is the restore job a rerun of the restore operation checks for: the
+// disk that job began is its own, not an existing disk; "" for a new
+// request and for validateRestore.
+func (s *Service) checkRestore(ctx context.Context, tx meta.Tx, instanceID string, r RestoreRequest, activity, job string) (restorePlan, error) {
 	bi, err := s.LoadInstance(ctx, tx, instanceID)
 	if err != nil {
 		return restorePlan{}, err
@@ -166,7 +170,7 @@ func (s *Service) checkRestore(ctx context.Context, tx meta.Tx, instanceID strin
 		}
 	}
 	if existing, err := disk.Load(ctx, tx, tsub, tgroup, tname); err == nil {
-		if !strings.EqualFold(existing.Properties.CreationData.SourceResourceID, p.SnapshotID) {
+		if job == "" || existing.CreatedBy != job {
 			return restorePlan{}, simpleUserError("UserErrorDiskAlreadyExists",
 				"A disk "+existing.ID+" already exists; a restore creates a new disk (recoveryOption FailIfExists).",
 				"Name a disk that does not exist.", activity)
@@ -198,7 +202,7 @@ func crossSubscriptionRestoreDisabled(v Vault) bool {
 
 // ValidateRestore runs the checks a restore makes, changing nothing.
 func (s *Service) ValidateRestore(ctx context.Context, instanceID string, r RestoreRequest, activity string) error {
-	_, err := s.checkRestore(ctx, s.Store, instanceID, r, activity)
+	_, err := s.checkRestore(ctx, s.Store, instanceID, r, activity, "")
 	return err
 }
 
@@ -268,9 +272,9 @@ func (s *Service) restore(ctx context.Context, in restoreInput) (any, error) {
 		return jobInfo(job.ID), jobFailure(job)
 	}
 	activity := job.Properties.ActivityID
-	plan, err := s.checkRestore(ctx, s.Store, in.InstanceID, in.Request, activity)
+	plan, err := s.checkRestore(ctx, s.Store, in.InstanceID, in.Request, activity, job.ID)
 	if err == nil {
-		_, err = s.Snapshots.CreateFromSnapshot(ctx, disk.FromSnapshotRequest{ID: plan.target, SnapshotID: plan.point.SnapshotID,
+		_, err = s.Snapshots.CreateFromSnapshot(ctx, disk.FromSnapshotRequest{ID: plan.target, SnapshotID: plan.point.SnapshotID, CreatedBy: job.ID,
 			SKU: plan.point.DiskSKU, SizeBytes: plan.point.DiskSizeBytes, Principal: auth.Principal{ObjectID: plan.principal}})
 	}
 	if err != nil && errs.Is(err, errs.Transient) {

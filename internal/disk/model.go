@@ -119,6 +119,10 @@ type Record struct {
 	// from (its own copy of the snapshot's, hydrate/<uniqueId>), until
 	// the background hydration has made the disk standalone.
 	Hydrating string `json:"cofferHydrating,omitempty"`
+	// CreatedBy names the request that made the disk (a restore job), so
+	// that request's retry finishes the disk instead of finding its name
+	// taken; empty for disks made through Microsoft.Compute.
+	CreatedBy string `json:"cofferCreatedBy,omitempty"`
 	// Attachments are the hosts the disk is attached to over NBD.
 	Attachments []Attachment `json:"cofferAttachments,omitempty"`
 }

@@ -3,7 +3,6 @@ package disk
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"github.com/coffer-backup/coffer/internal/auth"
 	"github.com/coffer-backup/coffer/internal/errs"
@@ -213,6 +212,9 @@ type FromSnapshotRequest struct {
 	SKU       string
 	SizeBytes int64
 	Tags      map[string]string
+	// CreatedBy names the request (a restore job): a retry of the same
+	// request finishes the disk it began; any other finds the name taken.
+	CreatedBy string
 	// Principal is who asks: it needs Microsoft.Compute/snapshots/read on
 	// the snapshot and Microsoft.Compute/disks/write on the new disk.
 	Principal auth.Principal
@@ -220,10 +222,10 @@ type FromSnapshotRequest struct {
 
 // CreateFromSnapshot records a new disk whose first bytes are a snapshot's
 // and provisions it: on return the disk is Succeeded and usable, and it
-// hydrates in the background. A disk of that name made from the same
-// snapshot (an earlier attempt of the same request) is finished rather
-// than refused, so a retried caller converges; any other disk of that name
-// is a Conflict.
+// hydrates in the background. A disk of that name that an earlier attempt
+// of the same request made (same CreatedBy) is finished rather than
+// refused, so a retried caller converges; any other disk of that name is a
+// Conflict.
 func (e *Engine) CreateFromSnapshot(ctx context.Context, req FromSnapshotRequest) (Record, error) {
 	sub, group, name, ok := ParseDiskID(req.ID)
 	if !ok {
@@ -252,7 +254,7 @@ func (e *Engine) CreateFromSnapshot(ctx context.Context, req FromSnapshotRequest
 		existing, err := Load(ctx, tx, sub, group, name)
 		switch {
 		case err == nil:
-			if !strings.EqualFold(existing.Properties.CreationData.SourceResourceID, snap.ID) ||
+			if req.CreatedBy == "" || existing.CreatedBy != req.CreatedBy ||
 				existing.Properties.ProvisioningState == ProvisioningDeleting {
 				return errs.E(errs.Conflict, "DiskAlreadyExists", "A disk named '%s' already exists in resource group '%s'.", name, group)
 			}
@@ -278,6 +280,7 @@ func (e *Engine) CreateFromSnapshot(ctx context.Context, req FromSnapshotRequest
 		rec.Properties.CreationData = CreationData{CreateOption: "Copy", SourceResourceID: snap.ID, SourceUniqueID: snap.Properties.UniqueID}
 		rec.RestState, rec.Properties.DiskState = StateUnattached, StateUnattached
 		rec.RestoreFrom = snap.Index
+		rec.CreatedBy = req.CreatedBy
 		_, err = e.Save(ctx, tx, rec)
 		return err
 	})

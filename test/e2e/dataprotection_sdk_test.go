@@ -330,6 +330,10 @@ func testBackupAndRestoreSDK(t *testing.T, s *server, factory *armdataprotection
 	if err := restore(*points[0].Name, target(1)); !hasCode(err, "UserErrorDiskAlreadyExists") {
 		t.Fatalf("restore onto an existing disk: %v", err)
 	}
+	// The same point onto the disk it made already is a new request too.
+	if err := restore(*points[0].Name, target(0)); !hasCode(err, "UserErrorDiskAlreadyExists") {
+		t.Fatalf("restore again onto the disk it made: %v", err)
+	}
 	var restores int
 	for pager := jobs.NewListPager("vaults", "sdkvault", nil); pager.More(); {
 		page, err := pager.NextPage(ctx)
