@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/meta"
@@ -60,6 +62,9 @@ type hydrators struct {
 type hydration struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the hydration has let go of the volume
+	// copied and total are the hydration's progress in bytes, for clients
+	// that watch a restored disk fill (completionPercent).
+	copied, total atomic.Int64
 }
 
 // startHydration copies the rest of a disk's blocks in the background and
@@ -91,18 +96,18 @@ func (e *Engine) startHydration(diskID, uniqueID, index string) {
 			cancel()
 			close(h.done)
 		}()
-		if err := e.hydrate(ctx, diskID, uniqueID, index); err != nil && ctx.Err() == nil {
+		if err := e.hydrate(ctx, h, diskID, uniqueID, index); err != nil && ctx.Err() == nil {
 			slog.Default().Error("hydration", "disk", diskID, "err", err)
 		}
 	}()
 }
 
-func (e *Engine) hydrate(ctx context.Context, diskID, uniqueID, index string) error {
+func (e *Engine) hydrate(ctx context.Context, h *hydration, diskID, uniqueID, index string) error {
 	vol, err := e.Volumes.Open(uniqueID)
 	if err != nil {
 		return err
 	}
-	err = vol.Hydrate(ctx, nil)
+	err = vol.Hydrate(ctx, func(done, total int64) { h.copied.Store(done); h.total.Store(total) })
 	e.Volumes.Release(uniqueID)
 	if err != nil {
 		return err
@@ -173,3 +178,19 @@ func (e *Engine) ResumeHydration(ctx context.Context) error {
 // WaitHydration waits for background hydrations to stop (at shutdown,
 // after Background is cancelled).
 func (e *Engine) WaitHydration() { e.hydrators.wg.Wait() }
+
+// HydrationProgress is how far the hydration of the disk with this unique id
+// has come, in percent; ok is false when none runs in this process.
+func (e *Engine) HydrationProgress(uniqueID string) (percent float64, ok bool) {
+	e.hydrators.mu.Lock()
+	h := e.hydrators.running[uniqueID]
+	e.hydrators.mu.Unlock()
+	if h == nil {
+		return 0, false
+	}
+	total := h.total.Load()
+	if total <= 0 {
+		return 0, true
+	}
+	return math.Floor(float64(h.copied.Load())*1000/float64(total)) / 10, true
+}

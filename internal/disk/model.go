@@ -82,6 +82,10 @@ type DiskProperties struct {
 	NetworkAccessPolicy string       `json:"networkAccessPolicy"`
 	PublicNetworkAccess string       `json:"publicNetworkAccess"`
 	DataAccessAuthMode  string       `json:"dataAccessAuthMode"`
+	// CompletionPercent is how much of a disk made from a snapshot is
+	// local yet, while it hydrates (Azure's background-copy progress);
+	// absent otherwise.
+	CompletionPercent *float64 `json:"completionPercent,omitempty"`
 }
 
 // CreationData says where a disk's first bytes came from.
@@ -315,4 +319,19 @@ func NewRecord(id, location, sku string, now time.Time) Record {
 	}}
 	rec.SetSKU(sku)
 	return rec
+}
+
+// Show is the disk's document as clients see it now: with the progress of
+// its hydration while it fills.
+func (e *Engine) Show(rec Record) Disk {
+	d := rec.Disk
+	d.Properties.CompletionPercent = nil
+	if rec.Hydrating != "" {
+		pct := 0.0
+		if p, ok := e.HydrationProgress(rec.Properties.UniqueID); ok {
+			pct = p
+		}
+		d.Properties.CompletionPercent = &pct
+	}
+	return d
 }

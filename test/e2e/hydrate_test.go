@@ -62,6 +62,11 @@ func TestDiskFromSnapshotIsUsableAtOnce(t *testing.T) {
 	if backing(t, vol) == "" {
 		t.Fatal("the disk hydrated although hydration was held: the read and write above did not show a disk in use before hydrating")
 	}
+	// Clients see how far it is: completionPercent, below 100 while held.
+	_, body = s.mustDo("GET", copyID+computeAPI, admin, "", 200)
+	if pct, ok := at(jsonOf(t, body), "properties", "completionPercent").(float64); !ok || pct >= 100 {
+		t.Fatalf("completionPercent of a hydrating disk: %s", body)
+	}
 
 	// kill -9 mid-hydration; after a restart that lets it hydrate, it finishes.
 	s.kill9()
@@ -74,6 +79,10 @@ func TestDiskFromSnapshotIsUsableAtOnce(t *testing.T) {
 			t.Fatal("the disk never finished hydrating")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	_, body = s.mustDo("GET", copyID+computeAPI, admin, "", 200)
+	if strings.Contains(body, "completionPercent") {
+		t.Fatalf("a hydrated disk still shows progress: %s", body)
 	}
 	s.mustDo("POST", copyID+"/detach"+computeAPI, admin, "{}", 200)
 	out := filepath.Join(dir, "copy.raw")

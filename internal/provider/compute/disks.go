@@ -310,7 +310,7 @@ func (s *Service) get(ctx context.Context, r *arm.Request) (*arm.Response, error
 		return nil, err
 	}
 	rec.Settle(s.Clock.Now())
-	return arm.OK(rec.Disk), nil
+	return arm.OK(s.Disks.Show(rec)), nil
 }
 
 func (s *Service) patch(ctx context.Context, r *arm.Request) (*arm.Response, error) {
@@ -366,7 +366,7 @@ func (s *Service) list(ctx context.Context, r *arm.Request, q meta.Query) (*arm.
 			return nil, err
 		}
 		rec.Settle(now)
-		disks = append(disks, rec.Disk)
+		disks = append(disks, s.Disks.Show(rec))
 	}
 	return arm.List(r, disks, page.Next), nil
 }
