@@ -344,5 +344,8 @@ func (s *Service) savePoint(ctx context.Context, tx meta.Tx, p pointRecord) erro
 	if err := tx.SetTime(ctx, p.ID, timePoint, instance, p.Properties.RecoveryPointTime); err != nil {
 		return err
 	}
+	if err := tx.SetLabel(ctx, p.ID, pointSnapshotLabel, p.SnapshotID); err != nil {
+		return err
+	}
 	return tx.SetTime(ctx, p.ID, timeExpiry, instance, p.Properties.ExpiryTime)
 }

@@ -176,8 +176,8 @@ func (s *Service) putVault(ctx context.Context, r *arm.Request) (*arm.Response, 
 		if out.Properties.StorageSettings == nil {
 			out.Properties.StorageSettings = []StorageSetting{}
 		}
-		if in.Properties.SecuritySettings != nil {
-			out.Properties.SecuritySettings = in.Properties.SecuritySettings
+		if out.Properties.SecuritySettings, err = backup.MergeSecurity(out.Properties.SecuritySettings, in.Properties.SecuritySettings); err != nil {
+			return err
 		}
 		if in.Properties.MonitoringSettings != nil {
 			out.Properties.MonitoringSettings = in.Properties.MonitoringSettings
@@ -275,8 +275,8 @@ func (s *Service) patchVault(ctx context.Context, r *arm.Request) (*arm.Response
 		}
 		s.applyIdentity(&v, in.Identity)
 		if p := in.Properties; p != nil {
-			if p.SecuritySettings != nil {
-				v.Properties.SecuritySettings = p.SecuritySettings
+			if v.Properties.SecuritySettings, err = backup.MergeSecurity(v.Properties.SecuritySettings, p.SecuritySettings); err != nil {
+				return err
 			}
 			if p.MonitoringSettings != nil {
 				v.Properties.MonitoringSettings = p.MonitoringSettings
