@@ -302,11 +302,15 @@ func (s *Store) Get(ctx context.Context, d Digest, size int) ([]byte, error) {
 	body, err := s.bucket.ReadAll(ctx, key)
 	if err != nil {
 		if gcerrors.Code(err) == gcerrors.NotFound {
-			return nil, errs.E(errs.NotFound, "ChunkNotFound", "chunk %s is not stored", d).WithTarget(d.String()).Wrap(err)
+			return nil, s.missing(ctx, d, err)
 		}
 		return nil, backendErr("ChunkGetFailed", key, err)
 	}
-	return s.codec.open(d, body, size)
+	plain, err := s.codec.open(d, body, size)
+	if err != nil {
+		return nil, s.damaged(ctx, d, err)
+	}
+	return plain, nil
 }
 
 // ReadInto reads chunk d of size bytes into dst's storage (which must have
@@ -352,28 +356,32 @@ func (s *Store) ReadInto(ctx context.Context, d Digest, size int, dst []byte) ([
 	})
 	if err != nil {
 		if gcerrors.Code(err) == gcerrors.NotFound {
-			return nil, errs.E(errs.NotFound, "ChunkNotFound", "chunk %s is not stored", d).WithTarget(d.String()).Wrap(err)
+			return nil, s.missing(ctx, d, err)
 		}
 		return nil, backendErr("ChunkGetFailed", key, err)
 	}
 	defer r.Close()
 	if readErr != nil {
 		if _, ok := readErr.(*errs.Error); ok {
-			return nil, readErr
+			return nil, s.damaged(ctx, d, readErr)
 		}
 		return nil, backendErr("ChunkGetFailed", key, readErr)
 	}
 	if body == nil {
 		n := r.Size()
 		if n < 0 || n > int64(largest) {
-			return nil, corrupt(d, "object of %d bytes", n)
+			return nil, s.damaged(ctx, d, corrupt(d, "object of %d bytes", n))
 		}
 		body = (*buf)[:n]
 		if _, err := io.ReadFull(r, body); err != nil {
 			return nil, backendErr("ChunkGetFailed", key, err)
 		}
 	}
-	return s.codec.openInto(d, body, size, dst[:0])
+	plain, err := s.codec.openInto(d, body, size, dst[:0])
+	if err != nil {
+		return nil, s.damaged(ctx, d, err)
+	}
+	return plain, nil
 }
 
 // Has implements Getter.

@@ -57,8 +57,8 @@ type Config struct {
 	// start without it. For tests that use a disk mid-hydration; it has no
 	// flag, and HoldHydrationEnv set to anything turns it on.
 	HoldHydration bool
-	Logger                              *slog.Logger
-	Clock                               clock.Clock
+	Logger        *slog.Logger
+	Clock         clock.Clock
 }
 
 // HoldHydrationEnv is the environment variable that sets HoldHydration.
@@ -263,7 +263,11 @@ func Run(ctx context.Context, cfg Config) error {
 	// operation has a fixed id, so however many nodes fire it, it runs once.
 	go protecting.Run(runCtx)
 	maintenance := &Maintenance{Chunks: chunks, InFlight: inflight, Clock: cfg.Clock, Log: log.With("component", "maintenance"),
-		GCInterval: cfg.GCInterval, GCGrace: cfg.GCGrace, VerifyInterval: cfg.VerifyInterval}
+		GCInterval: cfg.GCInterval, GCGrace: cfg.GCGrace, VerifyInterval: cfg.VerifyInterval,
+		Names: func(ctx context.Context) map[string]string {
+			names, _ := disk.IndexNames(ctx, store) // whatever could be read names what it can
+			return names
+		}}
 	go maintenance.Run(runCtx)
 	srv := &http.Server{
 		Handler:           mux,
