@@ -28,6 +28,10 @@ type Maintenance struct {
 	// snapshot id, the id of a disk hydrating from it), so the log of
 	// damage names what a user knows; nil logs index names.
 	Names func(ctx context.Context) map[string]string
+	// Healed, if set, is called after a verify that found chunks stored
+	// again since their quarantine: disks whose hydration stopped at one
+	// can finish.
+	Healed func(ctx context.Context)
 
 	gcMu sync.Mutex
 }
@@ -109,6 +113,9 @@ func (m *Maintenance) Verify(ctx context.Context) (snapshot.Report, error) {
 			by[i] = indexName(names, idx)
 		}
 		m.Log.Info("chunk healed", "chunk", h.Digest.String(), "quarantined_at", h.QuarantinedAt, "stored_again_by", by)
+	}
+	if len(rep.Healed) > 0 && m.Healed != nil {
+		m.Healed(ctx)
 	}
 	return rep, nil
 }

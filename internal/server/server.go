@@ -168,7 +168,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	inflight := snapshot.NewInFlight()
 	router := arm.NewRouter(verifier, authz, log, observe)
-	engine := &disk.Engine{Store: store, Clock: cfg.Clock, Volumes: volumes, Chunks: chunks, InFlight: inflight, Permissions: authz}
+	engine := &disk.Engine{Store: store, Clock: cfg.Clock, Volumes: volumes, Chunks: chunks, InFlight: inflight, Permissions: authz,
+		Log: log.With("component", "disk")}
 	volumes.Backing = engine.BackingReader
 	disks := &compute.Service{Store: store, Ops: runner, Clock: cfg.Clock, Disks: engine,
 		Signer: blobapi.Signer{Key: sasKey, Clock: cfg.Clock}}
@@ -267,6 +268,11 @@ func Run(ctx context.Context, cfg Config) error {
 		Names: func(ctx context.Context) map[string]string {
 			names, _ := disk.IndexNames(ctx, store) // whatever could be read names what it can
 			return names
+		},
+		Healed: func(ctx context.Context) {
+			if err := engine.ResumeHydration(ctx); err != nil {
+				log.Error("resume hydration after a heal", "err", err)
+			}
 		}}
 	go maintenance.Run(runCtx)
 	srv := &http.Server{
