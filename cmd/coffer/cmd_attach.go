@@ -35,7 +35,8 @@ one attachment, a shared disk (maxShares > 1) that many.`,
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), out.URI)
-			fmt.Fprintf(cmd.ErrOrStderr(), "attachment %s; detach with: coffer disk detach %s --attachment %s\n", out.ID, ref.id(), out.ID)
+			fmt.Fprintf(cmd.ErrOrStderr(), "attachment %s; detach with: coffer disk detach %s --attachment %s%s\n",
+				out.ID, shellQuote(ref.id()), shellQuote(out.ID), cf.reuse())
 			return nil
 		},
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -16,7 +17,11 @@ import (
 // operationStatus is the part of a status monitor the CLI reads.
 type operationStatus struct {
 	Status string `json:"status"`
-	Error  *struct {
+	// Properties name the job of a backup or restore operation.
+	Properties *struct {
+		JobID string `json:"jobId"`
+	} `json:"properties"`
+	Error *struct {
 		Code           string `json:"code"`
 		Message        string `json:"message"`
 		AdditionalInfo []struct {
@@ -63,6 +68,7 @@ func awaitStatus(ctx context.Context, c *armclient.Client, resp *http.Response) 
 const (
 	diskBackupReader        = "Disk Backup Reader"
 	diskSnapshotContributor = "Disk Snapshot Contributor"
+	diskRestoreOperator     = "Disk Restore Operator"
 )
 
 func newProtectCmd() *cobra.Command {
@@ -135,13 +141,13 @@ on the disk and Disk Snapshot Contributor on the snapshot resource group.`,
 				if !asClientError(err, &ae) || ae.Code != "UserErrorMissingRequiredPermissions" {
 					return err
 				}
-				missing, err := missingRoles(ctx, c, v.Identity.PrincipalID, d.ID, snapshotRG)
+				missing, err := missingRoles(ctx, c, v.Identity.PrincipalID, []missingRole{{diskBackupReader, d.ID}, {diskSnapshotContributor, snapshotRG}})
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "the vault's identity %s is missing roles:\n", v.Identity.PrincipalID)
 				for _, m := range missing {
-					fmt.Fprintf(out, "  %s on %s\n    coffer role assign --role %q --assignee %s --scope %s\n", m.role, m.scope, m.role, v.Identity.PrincipalID, m.scope)
+					printGrant(out, &cf, v.Identity.PrincipalID, m)
 				}
 				if !assign || attempt > 0 || len(missing) == 0 {
 					return fmt.Errorf("the vault cannot back up %s until those roles are granted (or pass --assign-roles)", d.Name)
@@ -201,11 +207,18 @@ func asClientError(err error, target **armclient.Error) bool {
 
 type missingRole struct{ role, scope string }
 
-// missingRoles lists which of the two disk backup roles the principal lacks
-// at (or above) their scopes.
-func missingRoles(ctx context.Context, c *armclient.Client, principal, disk, snapshotRG string) ([]missingRole, error) {
+// printGrant prints the missing role m and the command that grants it to
+// principal, with the connection flags this command was given.
+func printGrant(out io.Writer, cf *clientFlags, principal string, m missingRole) {
+	fmt.Fprintf(out, "  %s on %s\n    coffer role assign --role %s --assignee %s --scope %s%s\n",
+		m.role, m.scope, shellQuote(m.role), shellQuote(principal), shellQuote(m.scope), cf.reuse())
+}
+
+// missingRoles lists which of the roles wanted the principal lacks at (or
+// above) their scopes.
+func missingRoles(ctx context.Context, c *armclient.Client, principal string, wanted []missingRole) ([]missingRole, error) {
 	var out []missingRole
-	for _, want := range []missingRole{{diskBackupReader, disk}, {diskSnapshotContributor, snapshotRG}} {
+	for _, want := range wanted {
 		ref, _ := roleDefinitionRef(want.role)
 		guid := ref[strings.LastIndex(ref, "/")+1:]
 		q := url.Values{"$filter": {"atScope() and principalId eq '" + principal + "'"}}

@@ -44,7 +44,7 @@ several coffer processes can share it.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "./coffer-data", "directory for keys, certificate, metadata and blobs")
 	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:8443", "HTTPS listen address of the ARM API and data plane")
-	f.StringVar(&cfg.NBDAddr, "nbd-addr", "127.0.0.1:10809", "NBD listen address for attached disks")
+	f.StringVar(&cfg.NBDAddr, "nbd-addr", "127.0.0.1:10809", "NBD listen address for attached disks (empty: no NBD)")
 	f.StringVar(&cfg.DBURL, "db", "", "metadata store: postgres://… (default: SQLite in the data dir)")
 	f.StringVar(&cfg.BlobURL, "blob", "", "chunk store: s3://bucket?endpoint=… (default: a directory in the data dir)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (default: a self-signed one in the data dir)")
@@ -52,7 +52,9 @@ several coffer processes can share it.`,
 	f.StringVar(&cfg.OIDCIssuer, "oidc-issuer", "", "also accept tokens from this OIDC issuer (Entra ID, Keycloak)")
 	f.StringSliceVar(&cfg.Audiences, "audience", nil, "extra accepted token audiences (https://management.azure.com/ and the endpoint are always accepted)")
 	f.DurationVar(&cfg.GCInterval, "gc-interval", time.Hour, "how often chunks no snapshot uses are deleted (0: never)")
-	f.DurationVar(&cfg.GCGrace, "gc-grace", time.Hour, "how old an unused chunk must be before garbage collection deletes it")
+	f.DurationVar(&cfg.GCGrace, "gc-grace", time.Hour, "how old an unused chunk must be before garbage collection deletes it; must be positive: it protects\n"+
+		"chunks that uploads in other coffer processes sharing the bucket have written but not yet indexed\n"+
+		"(this process's own uploads are protected whatever the grace, so on a single node 1s is as good as none)")
 	f.DurationVar(&cfg.VerifyInterval, "verify-interval", 24*time.Hour, "how often every stored chunk is read back and checked (0: never)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&cfg.OperationDelay, "debug-operation-delay", 0, "delay every operation attempt (fault injection for crash tests)")

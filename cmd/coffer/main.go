@@ -38,6 +38,7 @@ Then, in another shell, act as the bootstrap administrator:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newTokenCmd(), newRoleCmd(), newVaultCmd(), newPolicyCmd(), newProtectCmd(), newDiskCmd(), newVerifyCmd())
+	root.AddCommand(newServeCmd(), newTokenCmd(), newRoleCmd(), newVaultCmd(), newPolicyCmd(), newProtectCmd(), newBackupCmd(), newJobsCmd(), newPointsCmd(), newRestoreCmd(),
+		newDiskCmd(), newVerifyCmd())
 	return root
 }

@@ -53,12 +53,12 @@ func (s *Service) check(ctx context.Context, in ProtectionRequest) error {
 	snap := b.SnapshotGroup()
 	sp, _ := parseID(snap)
 	dp, _ := parseID(diskID)
-	if !strings.EqualFold(sp.Subscription, dp.Subscription) {
+	if !strings.EqualFold(sp.Subscription(), dp.Subscription()) {
 		return simpleUserError("UserErrorSnapshotResourceGroupInDifferentSubscription",
-			"The snapshot resource group "+snap+" is not in the disk's subscription "+dp.Subscription+".",
+			"The snapshot resource group "+snap+" is not in the disk's subscription "+dp.Subscription()+".",
 			"Choose a snapshot resource group in the disk's subscription.", in.ActivityID)
 	}
-	if _, err := groups.Get(ctx, s.Store, sp.Subscription, sp.Group); err != nil {
+	if _, err := groups.Get(ctx, s.Store, sp.Subscription(), sp.ResourceGroup()); err != nil {
 		if errs.Is(err, errs.NotFound) {
 			return simpleUserError("UserErrorSnapshotResourceGroupNotFound",
 				"The snapshot resource group "+snap+" does not exist.", "Create the resource group, or name an existing one.", in.ActivityID)

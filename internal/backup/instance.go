@@ -3,6 +3,7 @@ package backup
 import (
 	"strings"
 
+	"github.com/coffer-backup/coffer/internal/arm"
 	"github.com/coffer-backup/coffer/internal/errs"
 )
 
@@ -36,7 +37,10 @@ type BackupInstance struct {
 	CurrentProtectionState string            `json:"currentProtectionState,omitempty"`
 	ProtectionErrorDetails *UserFacingError  `json:"protectionErrorDetails,omitempty"`
 	ProvisioningState      string            `json:"provisioningState,omitempty"`
-	ObjectType             string            `json:"objectType"`
+	// IdentityDetails says which vault identity protects the disk; only
+	// the system-assigned one exists here.
+	IdentityDetails *IdentityDetails `json:"identityDetails,omitempty"`
+	ObjectType      string           `json:"objectType"`
 }
 
 // Datasource names the protected disk.
@@ -106,6 +110,10 @@ func NormalizeInstance(b *BackupInstance, vault string) error {
 	} else {
 		return invalid("InvalidRequestContent", "properties.objectType", "properties.objectType must be 'BackupInstance', not '%s'.", b.ObjectType)
 	}
+	if id := b.IdentityDetails; id != nil && (id.UseSystemAssignedIdentity != nil && !*id.UseSystemAssignedIdentity || id.UserAssignedIdentityArmURL != "") {
+		return invalid("UserErrorUserAssignedIdentityNotSupported", "properties.identityDetails",
+			"coffer vaults protect disks with their system-assigned identity; useSystemAssignedIdentity false and user-assigned identities are not supported.")
+	}
 	ds := b.DataSourceInfo
 	if ds == nil {
 		return invalid("InvalidRequestContent", "properties.dataSourceInfo", "properties.dataSourceInfo is required.")
@@ -114,11 +122,11 @@ func NormalizeInstance(b *BackupInstance, vault string) error {
 		return invalid("InvalidRequestContent", "properties.dataSourceInfo.resourceID", "properties.dataSourceInfo.resourceID (the disk's ARM id) is required.")
 	}
 	p, ok := parseID(ds.ResourceID)
-	if !ok || !strings.EqualFold(p.Provider, "Microsoft.Compute") || !strings.EqualFold(p.Type, "disks") {
+	if !ok || !p.Is(DiskType) {
 		return invalid("UserErrorInvalidDatasource", "properties.dataSourceInfo.resourceID",
 			"'%s' is not the id of a managed disk (/subscriptions/…/resourceGroups/…/providers/Microsoft.Compute/disks/…).", ds.ResourceID)
 	}
-	ds.ResourceID = "/" + strings.Trim(ds.ResourceID, "/")
+	ds.ResourceID = p.String()
 	for field, v := range map[string]string{"datasourceType": ds.DatasourceType, "resourceType": ds.ResourceType} {
 		if v != "" && !strings.EqualFold(v, DiskType) {
 			return invalid("UserErrorUnsupportedDatasourceType", "properties.dataSourceInfo."+field,
@@ -127,7 +135,7 @@ func NormalizeInstance(b *BackupInstance, vault string) error {
 	}
 	ds.DatasourceType, ds.ResourceType, ds.ObjectType = DiskType, DiskType, "Datasource"
 	if ds.ResourceName == "" {
-		ds.ResourceName = p.Name
+		ds.ResourceName = p.Name()
 	}
 	if b.PolicyInfo == nil || b.PolicyInfo.PolicyID == "" {
 		return invalid("InvalidRequestContent", "properties.policyInfo.policyId", "properties.policyInfo.policyId is required.")
@@ -154,7 +162,7 @@ func NormalizeInstance(b *BackupInstance, vault string) error {
 		return invalid("InvalidRequestContent", "properties.policyInfo.policyParameters.dataStoreParametersList[0].dataStoreType",
 			"dataStoreParametersList[0].dataStoreType must be 'OperationalStore', not '%s'.", dp.DataStoreType)
 	}
-	if g, ok := parseID(dp.ResourceGroupID); !ok || g.Provider != "" {
+	if g, ok := parseID(dp.ResourceGroupID); !ok || !g.Is("Microsoft.Resources/resourceGroups") {
 		return invalid("UserErrorInvalidSnapshotResourceGroup", "properties.policyInfo.policyParameters.dataStoreParametersList[0].resourceGroupId",
 			"'%s' is not a resource group id (/subscriptions/…/resourceGroups/…).", dp.ResourceGroupID)
 	}
@@ -168,26 +176,11 @@ func invalid(code, target, format string, args ...any) *errs.Error {
 	return errs.E(errs.Invalid, code, format, args...).WithTarget(target)
 }
 
-// parsedID is an ARM resource id split into the parts backup needs.
-type parsedID struct {
-	Subscription, Group, Provider, Type, Name string
-}
-
-// parseID splits /subscriptions/S/resourceGroups/G[/providers/P/T/N].
-func parseID(id string) (parsedID, bool) {
-	parts := strings.Split(strings.Trim(id, "/"), "/")
-	if len(parts) < 4 || !strings.EqualFold(parts[0], "subscriptions") || !strings.EqualFold(parts[2], "resourceGroups") {
-		return parsedID{}, false
-	}
-	p := parsedID{Subscription: parts[1], Group: parts[3]}
-	if len(parts) == 4 {
-		return p, true
-	}
-	if len(parts) != 8 || !strings.EqualFold(parts[4], "providers") {
-		return parsedID{}, false
-	}
-	p.Provider, p.Type, p.Name = parts[5], parts[6], parts[7]
-	return p, true
+// parseID reads an id from a request body. A trailing '/' is forgiven:
+// one disk may be spelled either way, and both must name it.
+func parseID(id string) (arm.ResourceID, bool) {
+	rid, err := arm.ParseResourceID("/" + strings.Trim(id, "/"))
+	return rid, err == nil
 }
 
 func normalizeLocation(l string) string {

@@ -3,7 +3,6 @@ package backup
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -241,15 +240,50 @@ func ValidatePolicy(p *PolicyProperties) error {
 			return policyError("properties.policyRules", "the retention rule '%s' is not named by any tagging criterion", rule.Name)
 		}
 	}
-	// Retention may not keep more scheduled backups than a disk can hold.
+	// Retention may not keep more scheduled backups than a disk can hold,
+	// counting every rule: each backup is kept under the one tag it gets.
 	interval := diskIntervals[scheduleParts(backup.Trigger.Schedule.RepeatingTimeIntervals[0])]
-	keep := keepsFor(defaultRetention)
-	if points := int(math.Ceil(float64(keep) / float64(interval))); points > maxRetainedPoints {
+	if points := (Policy{Properties: *p}).retainedAtMost(); points > maxRetainedPoints {
 		return policyError("properties.policyRules[retention].lifecycles[0].deleteAfter.duration",
-			"keeping backups taken every %s for %s retains %d snapshots; a disk keeps at most %d, so shorten the retention or back up less often",
-			interval, defaultRetention.Lifecycles[0].DeleteAfter.Duration, points, maxRetainedPoints)
+			"keeping backups taken every %s under these retention rules retains up to %d snapshots; a disk keeps at most %d scheduled ones, so shorten the retention or back up less often",
+			interval, points, maxRetainedPoints)
 	}
 	return nil
+}
+
+// retainedAtMost is the most scheduled backups the policy keeps at once:
+// it takes a backup at every slot for longer than the longest retention
+// and counts, at each slot, those not yet expired. Every backup gets one
+// tag (RetentionOf), so a daily or weekly rule adds only the backups it
+// takes from the default rule and keeps longer.
+func (p Policy) retainedAtMost() int {
+	var longest time.Duration
+	for i := range p.Properties.PolicyRules {
+		if r := &p.Properties.PolicyRules[i]; strings.EqualFold(r.ObjectType, "AzureRetentionRule") && len(r.Lifecycles) > 0 {
+			longest = max(longest, keepsFor(r))
+		}
+	}
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	end := start.Add(longest + 8*24*time.Hour)
+	var expiries []time.Time
+	most := 0
+	previous := time.Time{}
+	for t := p.NextSlot(start); !t.IsZero() && t.Before(end); t = p.NextSlot(t) {
+		r, err := p.RetentionOf(t, previous)
+		if err != nil {
+			return 0
+		}
+		previous = t
+		kept := expiries[:0]
+		for _, e := range expiries {
+			if e.After(t) {
+				kept = append(kept, e)
+			}
+		}
+		expiries = append(kept, r.Expires)
+		most = max(most, len(expiries))
+	}
+	return most
 }
 
 func validateBackupRule(rule *PolicyRule, at string) error {

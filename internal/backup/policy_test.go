@@ -232,3 +232,42 @@ func TestMalformedPolicies(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyCountsEveryRetentionRule: the 450-snapshot limit counts the
+// backups every retention rule keeps, not only the default rule's.
+func TestPolicyCountsEveryRetentionRule(t *testing.T) {
+	withDaily := func(interval, keepDefault, keepDaily string) func(map[string]any) {
+		return func(p map[string]any) {
+			setInterval("R/2021-05-20T22:00:00+00:00/" + interval)(p)
+			lifecycle(p)["deleteAfter"].(map[string]any)["duration"] = keepDefault
+			trigger(p)["taggingCriteria"] = append(tags(p), map[string]any{"isDefault": false, "taggingPriority": 20,
+				"tagInfo":  map[string]any{"tagName": "Daily"},
+				"criteria": []any{map[string]any{"objectType": "ScheduleBasedBackupCriteria", "absoluteCriteria": []any{"FirstOfDay"}}}})
+			p["policyRules"] = append(rules(p), map[string]any{"objectType": "AzureRetentionRule", "name": "Daily", "isDefault": false,
+				"lifecycles": []any{map[string]any{"sourceDataStore": map[string]any{"objectType": "DataStoreInfoBase", "dataStoreType": "OperationalStore"},
+					"deleteAfter": map[string]any{"objectType": "AbsoluteDeleteOption", "duration": keepDaily}, "targetDataStoreCopySettings": []any{}}}})
+		}
+	}
+	for _, c := range []struct {
+		name                             string
+		interval, keepDefault, keepDaily string
+		ok                               bool
+	}{
+		{"hourly for a week, daily for a month", "PT1H", "P7D", "P30D", true},
+		{"hourly for a week, daily for a year", "PT1H", "P7D", "P365D", false}, // 162 + 365 > 450
+		{"every 4 hours for a week, daily for a year", "PT4H", "P7D", "P365D", true},
+		{"hourly for 18 days, daily for 30", "PT1H", "P18D", "P30D", true},
+		{"hourly for 19 days alone is too many", "PT1H", "P19D", "P20D", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := decodePolicy(t, withDaily(c.interval, c.keepDefault, c.keepDaily))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = ValidatePolicy(p)
+			if c.ok && err != nil || !c.ok && (err == nil || !strings.Contains(err.Error(), "450")) {
+				t.Fatalf("ValidatePolicy = %v, want ok=%v", err, c.ok)
+			}
+		})
+	}
+}

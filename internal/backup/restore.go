@@ -209,19 +209,25 @@ type restoreInput struct {
 	Request    RestoreRequest `json:"request"`
 }
 
-// StartRestore checks a restore and starts it: a Restore job and the
-// operation that runs it, in one transaction. At most MaxRestoresPerDay an
-// instance.
+// StartRestore starts a restore: a Restore job and the operation that runs
+// it, in one transaction. The instance and the recovery point must exist,
+// and an instance has at most MaxRestoresPerDay; the other checks of
+// ValidateRestore run in the operation, and one that fails fails the job
+// with its code, as the service reports them.
 func (s *Service) StartRestore(ctx context.Context, instanceID string, r RestoreRequest, activity string) (JobResource, meta.Operation, error) {
 	var job JobResource
 	var op meta.Operation
 	err := s.Store.InTx(ctx, func(tx meta.Tx) error {
-		plan, err := s.checkRestore(ctx, tx, instanceID, r, activity)
+		bi, err := s.LoadInstance(ctx, tx, instanceID)
+		if err != nil {
+			return err
+		}
+		p, err := loadPoint(ctx, tx, pointID(bi.ID, r.RecoveryPointID))
 		if err != nil {
 			return err
 		}
 		now := s.Clock.Now()
-		n, err := tx.CountTimes(ctx, meta.TimeQuery{Kind: timeRestore, Owner: plan.instance.ID, From: now.Add(-24 * time.Hour)})
+		n, err := tx.CountTimes(ctx, meta.TimeQuery{Kind: timeRestore, Owner: bi.ID, From: now.Add(-24 * time.Hour)})
 		if err != nil {
 			return err
 		}
@@ -229,17 +235,17 @@ func (s *Service) StartRestore(ctx context.Context, instanceID string, r Restore
 			return errs.E(errs.Invalid, "UserErrorMaxRestoreLimitReached",
 				"The backup instance has had %d restores in the last 24 hours, the most allowed; try again later.", n)
 		}
-		job = s.newJob(plan.instance, uuid.NewString(), "Restore", activity, true)
-		t := plan.point.Properties.RecoveryPointTime
-		job.Properties.ExtendedInfo.SourceRecoverPoint = &JobRecoveryPoint{RecoveryPointID: plan.point.Name, RecoveryPointTime: &t}
-		job.Properties.ExtendedInfo.RecoveryDestination = plan.target
+		job = s.newJob(bi, uuid.NewString(), "Restore", activity, true)
+		t := p.Properties.RecoveryPointTime
+		job.Properties.ExtendedInfo.SourceRecoverPoint = &JobRecoveryPoint{RecoveryPointID: p.Name, RecoveryPointTime: &t}
+		job.Properties.ExtendedInfo.RecoveryDestination = r.RestoreTargetInfo.DatasourceInfo.ResourceID
 		if err := s.saveJob(ctx, tx, job); err != nil {
 			return err
 		}
-		if err := tx.SetTime(ctx, job.ID, timeRestore, plan.instance.ID, now); err != nil {
+		if err := tx.SetTime(ctx, job.ID, timeRestore, bi.ID, now); err != nil {
 			return err
 		}
-		op, err = s.Ops.Enqueue(ctx, tx, kindRestore, plan.instance.ID, restoreInput{InstanceID: plan.instance.ID, JobID: job.ID, Request: r})
+		op, err = s.Ops.Enqueue(ctx, tx, kindRestore, bi.ID, restoreInput{InstanceID: bi.ID, JobID: job.ID, Request: r})
 		return err
 	})
 	if err != nil {

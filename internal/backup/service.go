@@ -151,6 +151,19 @@ func (s *Service) PutInstance(ctx context.Context, tx meta.Tx, in InstanceReques
 			return InstanceResource{}, false, invalid("UserErrorDatasourceChangeNotAllowed", "properties.dataSourceInfo.resourceID",
 				"The backup instance '%s' protects '%s'; it cannot be changed to protect another disk.", prev.Name, prev.Properties.DataSourceInfo.ResourceID)
 		}
+		// The snapshot resource group is fixed once protection is
+		// configured: the instance's recovery points live there.
+		if old := prev.Properties.SnapshotGroup(); old != "" && !strings.EqualFold(strings.TrimSuffix(old, "/"), strings.TrimSuffix(props.SnapshotGroup(), "/")) {
+			return InstanceResource{}, false, invalid("UserErrorSnapshotResourceGroupChangeNotAllowed",
+				"properties.policyInfo.policyParameters.dataStoreParametersList[0].resourceGroupId",
+				"The backup instance '%s' keeps its snapshots in '%s'; the snapshot resource group cannot change after protection is configured.", prev.Name, old)
+		}
+		// An update re-configures protection; it does not resume it.
+		switch st := prev.Properties.CurrentProtectionState; st {
+		case StateStopped, StateSuspended:
+			return InstanceResource{}, false, errs.E(errs.Invalid, "UserErrorInvalidProtectionStateForOperation",
+				"The backup instance '%s' is '%s'; resume it with resumeProtection or resumeBackups before updating it.", prev.Name, st)
+		}
 		out = prev
 	case errs.Is(err, errs.NotFound):
 		out = InstanceResource{ID: id, Name: in.Name, Type: InstanceType}

@@ -66,6 +66,12 @@ func TestS3(t *testing.T) {
 // s3Bucket creates a bucket with a fresh name on the server base names, and
 // empties and removes it when tb ends.
 func s3Bucket(t testing.TB, base *url.URL) *blob.Bucket {
+	b, _ := s3BucketURL(t, base)
+	return b
+}
+
+// s3BucketURL is s3Bucket that also returns the bucket's URL.
+func s3BucketURL(t testing.TB, base *url.URL) (*blob.Bucket, string) {
 	var suffix [6]byte
 	rand.Read(suffix[:])
 	name := "coffer-test-" + hex.EncodeToString(suffix[:])
@@ -103,5 +109,5 @@ func s3Bucket(t testing.TB, base *url.URL) *blob.Bucket {
 		}
 		b.Close()
 	})
-	return b
+	return b, u.String()
 }

@@ -89,7 +89,10 @@ func openDir(dir string) (*blob.Bucket, error) {
 
 // Open opens the bucket at rawURL (see OpenBucket) and a Store over it,
 // encrypting with the key in dataDir (LoadOrCreateKey) unless
-// opts.Plaintext or opts.Key is set. For a file bucket it sets opts.Sync to
+// opts.Plaintext or opts.Key is set. It fails here, rather than at the
+// first write, on an S3 bucket that does not exist
+// (errs.Invalid "BlobBucketNotFound") and on a bucket whose chunks another
+// key wrote (BindKey). For a file bucket it sets opts.Sync to
 // syncfs(2) on the bucket's file system: fileblob does not fsync, so one
 // syncfs before an index is written makes all of a backup's chunks durable
 // at the cost of one call, the way Proxmox Backup Server's default
@@ -111,13 +114,41 @@ func Open(ctx context.Context, rawURL, dataDir string, opts Options) (*Store, er
 	if isFile && opts.Sync == nil {
 		opts.Sync = func(context.Context) error { return syncFS(dir) }
 	}
+	if !isFile {
+		if err := checkBucket(ctx, b, rawURL); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
 	s, err := New(b, opts)
 	if err != nil {
 		b.Close()
 		return nil, err
 	}
 	s.closer = b.Close
+	if err := s.BindKey(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// checkBucket fails on a bucket that does not exist or cannot be reached,
+// naming it: otherwise serve would start, report healthy, and fail every
+// snapshot with an internal error.
+func checkBucket(ctx context.Context, b *blob.Bucket, rawURL string) error {
+	name := rawURL
+	if u, err := url.Parse(rawURL); err == nil {
+		name = u.Host
+	}
+	ok, err := b.IsAccessible(ctx)
+	if err != nil {
+		return errs.E(errs.Internal, "BlobBucketUnreachable", "bucket %q (blob URL %s) cannot be listed; check the endpoint and credentials", name, rawURL).Wrap(err)
+	}
+	if !ok {
+		return errs.E(errs.Invalid, "BlobBucketNotFound", "bucket %q (blob URL %s) does not exist; create it, or name an existing one", name, rawURL)
+	}
+	return nil
 }
 
 // syncFS flushes the file system holding dir: every chunk file, its

@@ -161,7 +161,7 @@ func TestOpenDir(t *testing.T) {
 		return nil
 	})
 	h := d.String()
-	if want := []string{"blobs/chunks/" + h[:4] + "/" + h, "blobs/indexes/snap"}; strings.Join(files, " ") != strings.Join(want, " ") {
+	if want := []string{"blobs/chunks/" + h[:4] + "/" + h, "blobs/indexes/snap", "blobs/" + chunk.KeyMarkerKey}; strings.Join(files, " ") != strings.Join(want, " ") {
 		t.Fatalf("files %v, want %v", files, want)
 	}
 	if _, err := os.Stat(chunk.KeyPath(dataDir)); err != nil {

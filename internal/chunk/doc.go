@@ -18,10 +18,17 @@
 //     shrink it) and sealed with AES-256-GCM.
 //   - key: the 32-byte AES key in <dataDir>/keys/chunk.key. Losing it loses
 //     every chunk; every node sharing a bucket needs the same key.
+//   - key marker: the bucket's key-fingerprint object, a keyed digest
+//     naming the key that writes it; Open refuses a bucket marked by
+//     another key (BindKey).
 //   - index: a snapshot: disk size, chunk size, creation time and the digest
 //     of every chunk in disk order, with a BLAKE3 checksum, at
 //     indexes/<name>.
 //   - dedup: Put of a chunk that is already stored writes nothing.
+//   - backend: the object storage under a Store (Backend): a gocloud
+//     bucket (BucketBackend), possibly wrapped: Retry retries its
+//     transient failures with capped exponential backoff; the tests'
+//     chunktest.Faulty injects failures.
 //
 // # Ordering and durability
 //
@@ -62,6 +69,12 @@
 // onto; it is kept as evidence while a snapshot names its digest, and
 // garbage collection deletes it after that, as it does an unreferenced
 // chunk.
+//
+// The move is a Read, a Write and a Delete through the store's Backend
+// (object stores have no rename), so the retry wrapper covers it. The copy
+// is written before the original is deleted: a crash or a failure in
+// between leaves the damaged object under chunks/ too, and the next read
+// that finds it moves it again.
 //
 // Within a process Quarantine takes the digest's writer slot, so it never
 // deletes a good object a concurrent Put writes. A quarantine by another

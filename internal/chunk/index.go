@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"io"
+	"errors"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/zeebo/blake3"
-	"gocloud.dev/blob"
-	"gocloud.dev/gcerrors"
 
 	"github.com/coffer-backup/coffer/internal/errs"
 )
@@ -159,20 +157,20 @@ func (s *Store) PutIndex(ctx context.Context, name string, idx Index) error {
 		return err
 	}
 	key := IndexKey(name)
-	old, err := s.bucket.ReadAll(ctx, key)
+	old, err := s.backend.Read(ctx, key, nil)
 	switch {
 	case err == nil && bytes.Equal(old, b):
 		return nil // a retry of a write that landed
 	case err == nil:
 		return errs.E(errs.Conflict, "IndexExists", "index %q exists with other content", name).WithTarget(name)
-	case gcerrors.Code(err) != gcerrors.NotFound:
+	case !errors.Is(err, ErrObjectNotFound):
 		return backendErr("IndexPutFailed", key, err)
 	}
 	// Chunks first, then the index that names them.
 	if err := s.Sync(ctx); err != nil {
 		return err
 	}
-	if err := writeObject(ctx, s.bucket, key, b); err != nil {
+	if err := s.backend.Write(ctx, key, b, false); err != nil {
 		return backendErr("IndexPutFailed", key, err)
 	}
 	return s.Sync(ctx)
@@ -184,9 +182,9 @@ func (s *Store) GetIndex(ctx context.Context, name string) (Index, error) {
 		return Index{}, err
 	}
 	key := IndexKey(name)
-	b, err := s.bucket.ReadAll(ctx, key)
+	b, err := s.backend.Read(ctx, key, nil)
 	if err != nil {
-		if gcerrors.Code(err) == gcerrors.NotFound {
+		if errors.Is(err, ErrObjectNotFound) {
 			return Index{}, errs.E(errs.NotFound, "IndexNotFound", "index %q does not exist", name).WithTarget(name)
 		}
 		return Index{}, backendErr("IndexGetFailed", key, err)
@@ -206,7 +204,7 @@ func (s *Store) DeleteIndex(ctx context.Context, name string) error {
 		return err
 	}
 	key := IndexKey(name)
-	if err := s.bucket.Delete(ctx, key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+	if err := s.backend.Delete(ctx, key); err != nil {
 		return backendErr("IndexDeleteFailed", key, err)
 	}
 	return nil
@@ -215,20 +213,15 @@ func (s *Store) DeleteIndex(ctx context.Context, name string) error {
 // ListIndexes implements Indexes.
 func (s *Store) ListIndexes(ctx context.Context, prefix string) ([]string, error) {
 	names := []string{}
-	it := s.bucket.List(&blob.ListOptions{Prefix: indexPrefix + prefix})
-	for {
-		obj, err := it.Next(ctx)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, backendErr("IndexListFailed", indexPrefix+prefix, err)
-		}
+	err := s.backend.List(ctx, indexPrefix+prefix, func(obj Object) error {
 		name := strings.TrimPrefix(obj.Key, indexPrefix)
-		if obj.IsDir || checkIndexName(name) != nil {
-			continue
+		if checkIndexName(name) == nil {
+			names = append(names, name)
 		}
-		names = append(names, name)
+		return nil
+	})
+	if err != nil {
+		return nil, backendErr("IndexListFailed", indexPrefix+prefix, err)
 	}
 	sort.Strings(names)
 	return names, nil

@@ -3,11 +3,7 @@ package chunk
 import (
 	"context"
 	"errors"
-	"io"
 	"strings"
-
-	"gocloud.dev/blob"
-	"gocloud.dev/gcerrors"
 
 	"github.com/coffer-backup/coffer/internal/errs"
 )
@@ -66,8 +62,8 @@ func (s *Store) Quarantine(ctx context.Context, d Digest) (bool, error) {
 
 func (s *Store) quarantine(ctx context.Context, d Digest) (bool, error) {
 	key := ChunkKey(d)
-	body, err := s.bucket.ReadAll(ctx, key)
-	if gcerrors.Code(err) == gcerrors.NotFound {
+	body, err := s.backend.Read(ctx, key, nil)
+	if errors.Is(err, ErrObjectNotFound) {
 		return false, nil
 	}
 	if err != nil {
@@ -77,10 +73,10 @@ func (s *Store) quarantine(ctx context.Context, d Digest) (bool, error) {
 		return false, nil
 	}
 	qkey := QuarantineKey(d)
-	if err := writeObject(ctx, s.bucket, qkey, body); err != nil {
+	if err := s.backend.Write(ctx, qkey, body, false); err != nil {
 		return false, backendErr("ChunkQuarantineFailed", qkey, err)
 	}
-	if err := s.bucket.Delete(ctx, key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+	if err := s.backend.Delete(ctx, key); err != nil {
 		return false, backendErr("ChunkQuarantineFailed", key, err)
 	}
 	return true, nil
@@ -122,7 +118,7 @@ func (s *Store) damaged(ctx context.Context, d Digest, err error) error {
 // missing is what Get and ReadInto return for chunk d whose object is
 // absent: corrupt if it is in quarantine, else not found.
 func (s *Store) missing(ctx context.Context, d Digest, err error) error {
-	if ok, qerr := s.bucket.Exists(ctx, QuarantineKey(d)); qerr == nil && ok {
+	if ok, qerr := s.backend.Exists(ctx, QuarantineKey(d)); qerr == nil && ok {
 		return errs.E(errs.Internal, "ChunkCorrupt", "chunk %s is quarantined: it failed its check, and no backup has stored its data again since", d).
 			WithTarget(d.String()).Wrap(ErrQuarantined)
 	}
@@ -133,27 +129,23 @@ func (s *Store) missing(ctx context.Context, d Digest, err error) error {
 // order; Info.ModTime is when it was quarantined. It stops at the first
 // error fn returns and returns it.
 func (s *Store) ListQuarantine(ctx context.Context, fn func(Info) error) error {
-	it := s.bucket.List(&blob.ListOptions{Prefix: quarantinePrefix})
-	for {
-		obj, err := it.Next(ctx)
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return backendErr("ChunkListFailed", quarantinePrefix, err)
-		}
+	var fnErr error
+	err := s.backend.List(ctx, quarantinePrefix, func(obj Object) error {
 		rest, ok := strings.CutPrefix(obj.Key, quarantinePrefix)
-		if !ok || obj.IsDir {
-			continue
+		if !ok {
+			return nil
 		}
 		d, ok := parseChunkKey(chunkPrefix + rest)
 		if !ok {
-			continue
+			return nil
 		}
-		if err := fn(Info{Digest: d, Stored: obj.Size, ModTime: obj.ModTime}); err != nil {
-			return err
-		}
+		fnErr = fn(Info{Digest: d, Stored: obj.Size, ModTime: obj.ModTime})
+		return fnErr
+	})
+	if err != nil && err != fnErr {
+		return backendErr("ChunkListFailed", quarantinePrefix, err)
 	}
+	return err
 }
 
 // DeleteQuarantined removes chunk d's quarantined object; an absent one is
@@ -163,7 +155,7 @@ func (s *Store) DeleteQuarantined(ctx context.Context, d Digest) error {
 		return nil
 	}
 	key := QuarantineKey(d)
-	if err := s.bucket.Delete(ctx, key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+	if err := s.backend.Delete(ctx, key); err != nil {
 		return backendErr("ChunkDeleteFailed", key, err)
 	}
 	return nil

@@ -3,8 +3,6 @@ package chunk
 import (
 	"context"
 	"errors"
-	"io"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -94,15 +92,20 @@ type Options struct {
 	// is durable when it returns (S3, Azure). Open sets it for file
 	// buckets, which write through the page cache.
 	Sync func(ctx context.Context) error
+	// Wrap, if set, wraps the backend the store uses: NewRetry, say, or
+	// a fault injector in tests.
+	Wrap func(Backend) Backend
 }
 
 // Store is the chunk store over a gocloud blob bucket. Safe for concurrent
 // use.
 type Store struct {
-	bucket *blob.Bucket
-	codec  *codec
-	sync   func(ctx context.Context) error
-	closer func() error // closes what Open opened; nil for New
+	backend Backend
+	bucket  *blob.Bucket // the bucket under backend, for Bucket
+	codec   *codec
+	key     []byte // nil for a plaintext store
+	sync    func(ctx context.Context) error
+	closer  func() error // closes what Open opened; nil for New
 
 	mu       sync.Mutex
 	inflight map[Digest]*putCall // one writer per digest at a time
@@ -142,6 +145,17 @@ const (
 // New returns a Store over bucket. The caller keeps ownership of bucket;
 // Close does not close it.
 func New(bucket *blob.Bucket, opts Options) (*Store, error) {
+	s, err := NewOnBackend(&BucketBackend{Bucket: bucket}, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.bucket = bucket
+	return s, nil
+}
+
+// NewOnBackend returns a Store over backend (wrapped by opts.Wrap). The
+// caller keeps ownership of backend; Close does not close it.
+func NewOnBackend(backend Backend, opts Options) (*Store, error) {
 	if opts.Key == nil && !opts.Plaintext {
 		return nil, errs.E(errs.Invalid, "ChunkKeyRequired", "chunk encryption needs a key; set Plaintext to store chunks in the clear")
 	}
@@ -153,7 +167,10 @@ func New(bucket *blob.Bucket, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{bucket: bucket, codec: c, sync: opts.Sync, inflight: map[Digest]*putCall{}}, nil
+	if opts.Wrap != nil {
+		backend = opts.Wrap(backend)
+	}
+	return &Store{backend: backend, codec: c, key: slices.Clone(key), sync: opts.Sync, inflight: map[Digest]*putCall{}}, nil
 }
 
 // Close releases the codec, and the bucket if Open opened it.
@@ -166,7 +183,8 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Bucket returns the underlying bucket, for tests and tools.
+// Bucket returns the underlying bucket, for tests and tools; nil for a
+// store made by NewOnBackend.
 func (s *Store) Bucket() *blob.Bucket { return s.bucket }
 
 // ChunkKey is the object key of chunk d: chunks/<first 4 hex>/<hex>. The
@@ -227,7 +245,7 @@ func (s *Store) leave(d Digest, c *putCall, err error) {
 
 func (s *Store) put(ctx context.Context, d Digest, plain []byte) (int64, error) {
 	key := ChunkKey(d)
-	ok, err := s.bucket.Exists(ctx, key)
+	ok, err := s.backend.Exists(ctx, key)
 	if err != nil {
 		return 0, backendErr("ChunkPutFailed", key, err)
 	}
@@ -237,7 +255,7 @@ func (s *Store) put(ctx context.Context, d Digest, plain []byte) (int64, error) 
 	buf := s.codec.getBuf(sealHeaderLen + len(plain) + tagLen)
 	defer s.codec.putBuf(buf)
 	body := s.codec.seal(d, plain, buf)
-	if err := writeObject(ctx, s.bucket, key, body); err != nil {
+	if err := s.backend.Write(ctx, key, body, false); err != nil {
 		return 0, backendErr("ChunkPutFailed", key, err)
 	}
 	s.wrote(len(body))
@@ -260,36 +278,6 @@ func (s *Store) wrote(n int) {
 	}()
 }
 
-// writeObject writes body as key. It is Bucket.WriteAll without the MD5s:
-// WriteAll hashes the body twice more to check itself, which cost more CPU
-// than zstd, AES and BLAKE3 together. Chunks carry their own check; the S3
-// SDK still adds its CRC to each request. A directory bucket's temporary
-// file is written directly (direct.go).
-func writeObject(ctx context.Context, b *blob.Bucket, key string, body []byte) error {
-	written := false
-	w, err := b.NewWriter(ctx, key, &blob.WriterOptions{
-		ContentType: contentType,
-		BeforeWrite: func(as func(any) bool) error {
-			var f *os.File
-			if !as(&f) {
-				return nil // not a file: write through the Writer
-			}
-			written = true
-			return writeDirect(f, body)
-		},
-	})
-	if err != nil {
-		return err
-	}
-	if !written {
-		if _, err := w.Write(body); err != nil {
-			w.Close()
-			return err
-		}
-	}
-	return w.Close()
-}
-
 // Get implements Getter.
 func (s *Store) Get(ctx context.Context, d Digest, size int) ([]byte, error) {
 	if size < 0 || size > MaxChunkSize {
@@ -299,9 +287,9 @@ func (s *Store) Get(ctx context.Context, d Digest, size int) ([]byte, error) {
 		return make([]byte, size), nil
 	}
 	key := ChunkKey(d)
-	body, err := s.bucket.ReadAll(ctx, key)
+	body, err := s.backend.Read(ctx, key, nil)
 	if err != nil {
-		if gcerrors.Code(err) == gcerrors.NotFound {
+		if errors.Is(err, ErrObjectNotFound) {
 			return nil, s.missing(ctx, d, err)
 		}
 		return nil, backendErr("ChunkGetFailed", key, err)
@@ -330,53 +318,19 @@ func (s *Store) ReadInto(ctx context.Context, d Digest, size int, dst []byte) ([
 	largest := sealHeaderLen + size + tagLen // the largest object a chunk of size bytes makes
 	buf := s.codec.getBuf((largest + directio.Align - 1) &^ (directio.Align - 1))
 	defer s.codec.putBuf(buf)
-	var body []byte
-	var readErr error
-	r, err := s.bucket.NewReader(ctx, key, &blob.ReaderOptions{
-		BeforeRead: func(as func(any) bool) error {
-			var f *os.File
-			if !as(&f) {
-				return nil // not a file: read through the Reader
-			}
-			fi, err := f.Stat()
-			if err != nil {
-				readErr = err
-				return nil
-			}
-			if fi.Size() > int64(largest) {
-				readErr = corrupt(d, "object of %d bytes", fi.Size())
-				return nil
-			}
-			body, readErr = readDirect(f, int(fi.Size()), *buf)
-			if readErr == nil {
-				body = slices.Clip(body) // decrypted in place; must not grow into the pool's buffer
-			}
-			return nil
-		},
-	})
-	if err != nil {
-		if gcerrors.Code(err) == gcerrors.NotFound {
-			return nil, s.missing(ctx, d, err)
-		}
+	body, err := s.backend.Read(ctx, key, *buf)
+	var tooLarge *ObjectTooLargeError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, s.damaged(ctx, d, corrupt(d, "object of %d bytes", tooLarge.Size))
+	case errors.Is(err, ErrObjectNotFound):
+		return nil, s.missing(ctx, d, err)
+	case err != nil:
 		return nil, backendErr("ChunkGetFailed", key, err)
+	case len(body) > largest:
+		return nil, s.damaged(ctx, d, corrupt(d, "object of %d bytes", len(body)))
 	}
-	defer r.Close()
-	if readErr != nil {
-		if _, ok := readErr.(*errs.Error); ok {
-			return nil, s.damaged(ctx, d, readErr)
-		}
-		return nil, backendErr("ChunkGetFailed", key, readErr)
-	}
-	if body == nil {
-		n := r.Size()
-		if n < 0 || n > int64(largest) {
-			return nil, s.damaged(ctx, d, corrupt(d, "object of %d bytes", n))
-		}
-		body = (*buf)[:n]
-		if _, err := io.ReadFull(r, body); err != nil {
-			return nil, backendErr("ChunkGetFailed", key, err)
-		}
-	}
+	body = slices.Clip(body) // decrypted in place; must not grow into the pool's buffer
 	plain, err := s.codec.openInto(d, body, size, dst[:0])
 	if err != nil {
 		return nil, s.damaged(ctx, d, err)
@@ -390,7 +344,7 @@ func (s *Store) Has(ctx context.Context, d Digest) (bool, error) {
 		return true, nil
 	}
 	key := ChunkKey(d)
-	ok, err := s.bucket.Exists(ctx, key)
+	ok, err := s.backend.Exists(ctx, key)
 	if err != nil {
 		return false, backendErr("ChunkStatFailed", key, err)
 	}
@@ -403,7 +357,7 @@ func (s *Store) Delete(ctx context.Context, d Digest) error {
 		return nil
 	}
 	key := ChunkKey(d)
-	if err := s.bucket.Delete(ctx, key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+	if err := s.backend.Delete(ctx, key); err != nil {
 		return backendErr("ChunkDeleteFailed", key, err)
 	}
 	return nil
@@ -411,23 +365,19 @@ func (s *Store) Delete(ctx context.Context, d Digest) error {
 
 // List implements Sweeper.
 func (s *Store) List(ctx context.Context, fn func(Info) error) error {
-	it := s.bucket.List(&blob.ListOptions{Prefix: chunkPrefix})
-	for {
-		obj, err := it.Next(ctx)
-		if err == io.EOF {
+	var fnErr error
+	err := s.backend.List(ctx, chunkPrefix, func(obj Object) error {
+		d, ok := parseChunkKey(obj.Key)
+		if !ok {
 			return nil
 		}
-		if err != nil {
-			return backendErr("ChunkListFailed", chunkPrefix, err)
-		}
-		d, ok := parseChunkKey(obj.Key)
-		if !ok || obj.IsDir {
-			continue
-		}
-		if err := fn(Info{Digest: d, Stored: obj.Size, ModTime: obj.ModTime}); err != nil {
-			return err
-		}
+		fnErr = fn(Info{Digest: d, Stored: obj.Size, ModTime: obj.ModTime})
+		return fnErr
+	})
+	if err != nil && err != fnErr {
+		return backendErr("ChunkListFailed", chunkPrefix, err)
 	}
+	return err
 }
 
 func parseChunkKey(key string) (Digest, bool) {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"strings"
 
+	"github.com/coffer-backup/coffer/internal/arm"
 	"github.com/coffer-backup/coffer/internal/auth"
 	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/clock"
@@ -87,13 +87,11 @@ func ParseSnapshotID(id string) (sub, group, name string, ok bool) {
 }
 
 func parseComputeID(id, typ string) (sub, group, name string, ok bool) {
-	p := strings.Split(strings.TrimPrefix(id, "/"), "/")
-	if len(p) != 8 || !strings.EqualFold(p[0], "subscriptions") || !strings.EqualFold(p[2], "resourceGroups") ||
-		!strings.EqualFold(p[4], "providers") || !strings.EqualFold(p[5], "Microsoft.Compute") || !strings.EqualFold(p[6], typ) ||
-		p[1] == "" || p[3] == "" || p[7] == "" {
+	rid, err := arm.ParseResourceID(id)
+	if err != nil || !rid.Is("Microsoft.Compute/"+typ) {
 		return "", "", "", false
 	}
-	return p[1], p[3], p[7], true
+	return rid.Subscription(), rid.ResourceGroup(), rid.Name(), true
 }
 
 // DiskNotFound is ARM's 404 for a missing disk.

@@ -226,3 +226,27 @@ func TestCopySourceChecks(t *testing.T) {
 		t.Fatalf("unreadable snapshot: %v", err)
 	}
 }
+
+// TestFailedProvisioningSaysSo: a disk whose volume cannot be made ends
+// Failed with the volume's code, not Updating forever; the largest Azure
+// disk provisions (its volume is sparse segments).
+func TestFailedProvisioningSaysSo(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	rec := Record{Disk: Disk{ID: DiskID(testSub, "rg", "odd"), Name: "odd", Type: DiskType, Location: "westus",
+		Properties: DiskProperties{UniqueID: uuid.NewString(), ProvisioningState: ProvisioningUpdating}}}
+	rec.SetSize(1<<20 + 1) // not a whole number of sectors: the volume refuses it
+	if _, err := e.Save(ctx, e.Store, rec); err != nil {
+		t.Fatal(err)
+	}
+	err := e.Provision(ctx, rec.ID, rec.Properties.UniqueID)
+	var ee *errs.Error
+	if !errors.As(err, &ee) || ee.Code != "InvalidVolumeSize" {
+		t.Fatalf("provision of an odd size: %v", err)
+	}
+	if got, _ := LoadByID(ctx, e.Store, rec.ID); got.Properties.ProvisioningState != ProvisioningFailed {
+		t.Fatalf("disk after a failed provisioning: %s", got.Properties.ProvisioningState)
+	}
+	big := newDisk(t, e, "biggest", MaxDiskSizeGB*GiB)
+	write(t, e, big, []byte("last sector"), MaxDiskSizeGB*GiB-512)
+}

@@ -26,6 +26,7 @@ const (
 const (
 	ProvisioningSucceeded = "Succeeded"
 	ProvisioningUpdating  = "Updating"
+	ProvisioningFailed    = "Failed"
 	ProvisioningDeleting  = "Deleting"
 )
 

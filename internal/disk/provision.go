@@ -2,6 +2,7 @@ package disk
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	"github.com/coffer-backup/coffer/internal/auth"
@@ -19,6 +20,47 @@ import (
 // finds the volume and carries on; if the disk is gone or going, whatever
 // volume an earlier attempt made is removed instead.
 func (e *Engine) Provision(ctx context.Context, diskID, uniqueID string) error {
+	err := e.provision(ctx, diskID, uniqueID)
+	if err == nil || errs.Is(err, errs.Transient) || ctx.Err() != nil {
+		return err
+	}
+	// Failed for good: the disk says so, rather than staying Updating.
+	failed := provisioningFailed(err)
+	if ferr := e.markFailed(ctx, diskID, uniqueID); ferr != nil {
+		return ferr
+	}
+	return failed
+}
+
+// provisioningFailed is the error a disk whose provisioning failed for good
+// reports: the volume's own code when it has one (InvalidVolumeSize, say),
+// DiskProvisioningFailed otherwise.
+func provisioningFailed(err error) error {
+	var e *errs.Error
+	if errors.As(err, &e) && e.Code != "" && e.Kind != errs.Internal {
+		return err
+	}
+	return errs.E(errs.Internal, "DiskProvisioningFailed", "The disk's storage could not be created or resized; see the server log.").Wrap(err)
+}
+
+// markFailed records that the disk's provisioning failed, unless the name
+// now holds another disk or the disk is being deleted.
+func (e *Engine) markFailed(ctx context.Context, diskID, uniqueID string) error {
+	return e.Store.InTx(ctx, func(tx meta.Tx) error {
+		rec, err := LoadByID(ctx, tx, diskID)
+		if errs.Is(err, errs.NotFound) {
+			return nil
+		}
+		if err != nil || rec.Properties.UniqueID != uniqueID || rec.Properties.ProvisioningState != ProvisioningUpdating {
+			return err
+		}
+		rec.Properties.ProvisioningState = ProvisioningFailed
+		_, err = e.Save(ctx, tx, rec)
+		return err
+	})
+}
+
+func (e *Engine) provision(ctx context.Context, diskID, uniqueID string) error {
 	res, err := e.Store.GetResource(ctx, diskID)
 	if errs.Is(err, errs.NotFound) {
 		return e.RemoveVolume(ctx, uniqueID)

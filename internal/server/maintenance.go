@@ -22,7 +22,7 @@ type Maintenance struct {
 	Clock          clock.Clock // default clock.Real
 	Log            *slog.Logger
 	GCInterval     time.Duration // 0: never
-	GCGrace        time.Duration // 0: snapshot.DefaultGrace; negative: none
+	GCGrace        time.Duration // 0: snapshot.DefaultGrace; negative: none (serve refuses both)
 	VerifyInterval time.Duration // 0: never
 	// Names maps index names to what they belong to (disk.IndexNames: a
 	// snapshot id, the id of a disk hydrating from it), so the log of

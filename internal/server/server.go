@@ -48,9 +48,10 @@ type Config struct {
 	// OperationDelay delays every operation attempt (fault injection for
 	// crash tests; hidden flag).
 	OperationDelay time.Duration
-	// GCInterval is how often unreferenced chunks are collected, GCGrace
-	// how old an unreferenced chunk must be to go; VerifyInterval how often
-	// every referenced chunk is read back and checked.
+	// GCInterval is how often unreferenced chunks are collected (0:
+	// never), GCGrace how old an unreferenced chunk must be to go (must be
+	// positive, see validate); VerifyInterval how often every referenced
+	// chunk is read back and checked (0: never).
 	GCInterval, GCGrace, VerifyInterval time.Duration
 	// HoldHydration keeps disks made from snapshots from hydrating in this
 	// process: they read their missing blocks from the snapshot until a
@@ -64,8 +65,40 @@ type Config struct {
 // HoldHydrationEnv is the environment variable that sets HoldHydration.
 const HoldHydrationEnv = "COFFER_DEBUG_HOLD_HYDRATION"
 
+// validate refuses options that would otherwise be accepted and read as
+// something other than what they say. Errors name the serve flag.
+func (cfg *Config) validate() error {
+	// GC runs in every serve process, and processes sharing a --db may
+	// share the bucket: an upload in another process is protected only by
+	// the grace (this process's own uploads hold InFlight leases whatever
+	// the grace). A zero or negative grace would let GC delete chunks such
+	// an upload has written and not yet indexed, so it is refused rather
+	// than read as "none" or as the default.
+	if cfg.GCGrace <= 0 {
+		return fmt.Errorf("--gc-grace %v: must be positive; it protects chunks that uploads in other coffer processes sharing the bucket have written but not yet indexed (on a single node, 1s is as good as none)", cfg.GCGrace)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--gc-interval", cfg.GCInterval}, {"--verify-interval", cfg.VerifyInterval}, {"--debug-operation-delay", cfg.OperationDelay}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s %v: must not be negative (0 turns it off)", d.flag, d.v)
+		}
+	}
+	switch {
+	case cfg.TLSCert != "" && cfg.TLSKey == "":
+		return errors.New("--tls-cert without --tls-key: give both, or neither for a self-signed certificate")
+	case cfg.TLSKey != "" && cfg.TLSCert == "":
+		return errors.New("--tls-key without --tls-cert: give both, or neither for a self-signed certificate")
+	}
+	return nil
+}
+
 // Run serves until ctx ends, then shuts down gracefully within 10 s.
 func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
 	}
@@ -77,12 +110,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(string(dir), 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	lock, err := dir.Lock()
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	host, _, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("--addr %q: %w", cfg.Addr, err)
 	}
 	certPath, keyPath := cfg.TLSCert, cfg.TLSKey
-	if certPath == "" || keyPath == "" {
+	if certPath == "" {
 		if certPath, keyPath, err = dir.EnsureTLS(host, cfg.Clock.Now()); err != nil {
 			return fmt.Errorf("tls certificate: %w", err)
 		}
@@ -158,7 +196,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	volumes := disk.NewVolumes(dir.Path(VolumeDir))
 	defer volumes.Close()
-	chunks, err := chunk.Open(ctx, cfg.BlobURL, string(dir), chunk.Options{})
+	// A transient backend error (a dropped connection, a 503) is retried
+	// here, so it does not fail the snapshot whose upload met it.
+	chunks, err := chunk.Open(ctx, cfg.BlobURL, string(dir), chunk.Options{
+		Wrap: func(b chunk.Backend) chunk.Backend { return chunk.NewRetry(b, chunk.RetryOptions{Clock: cfg.Clock}) },
+	})
 	if err != nil {
 		return fmt.Errorf("chunk store: %w", err)
 	}
@@ -280,6 +322,9 @@ func Run(ctx context.Context, cfg Config) error {
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if err := lock.SetEndpoint(endpoint); err != nil {
+		return err
 	}
 	if err := os.WriteFile(dir.Path(EndpointFile), []byte(endpoint+"\n"), 0o644); err != nil {
 		return err

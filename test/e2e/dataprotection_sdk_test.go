@@ -1,7 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
@@ -151,6 +157,8 @@ func testDataProtectionSDK(t *testing.T, s *server) {
 	if err := validate(); !hasCode(err, "UserErrorDppDatasourceAlreadyProtected") {
 		t.Fatalf("validate a protected disk: %v", err)
 	}
+	testBackupAndRestoreSDK(t, s, factory, sub, disk, *bi.Name, principal)
+
 	sp, err := instances.BeginStopProtection(ctx, "vaults", "sdkvault", *bi.Name, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -178,5 +186,189 @@ func testDataProtectionSDK(t *testing.T, s *server) {
 	}
 	if _, err := vd.PollUntilDone(ctx, fastPoll); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testBackupAndRestoreSDK: ad hoc backups of data written over NBD, their
+// jobs and recovery points, validateRestore with and without the restore
+// role, restores of every point to new disks equal to the source at that
+// moment, a restore onto an existing disk refused, and a revoked role
+// failing the next backup, all through armdataprotection.
+func testBackupAndRestoreSDK(t *testing.T, s *server, factory *armdataprotection.ClientFactory, sub, diskID, name, principal string) {
+	ctx := context.Background()
+	admin := s.token()
+	instances := factory.NewBackupInstancesClient()
+	s.mustDo("PUT", "/subscriptions/"+sub+"/resourceGroups/restored?api-version=2021-04-01", admin, `{"location":"westus"}`, 201)
+
+	// Two moments of the disk, each backed up on demand.
+	uri, attachment := s.attach(admin, diskID)
+	want := make([][]byte, 0, 2)
+	image := make([]byte, 1<<30)
+	backUp := func(pattern byte, off int64) string {
+		t.Helper()
+		run(t, "qemu-io", "-f", "raw", "-c", fmt.Sprintf("write -P %d %d 64k", pattern, off), "-c", "flush", uri)
+		for i := off; i < off+64<<10; i++ {
+			image[i] = pattern
+		}
+		want = append(want, append([]byte(nil), image...))
+		p, err := instances.BeginAdhocBackup(ctx, "vaults", "sdkvault", name, armdataprotection.TriggerBackupRequest{
+			BackupRuleOptions: &armdataprotection.AdHocBackupRuleOptions{RuleName: to.Ptr("BackupDaily"),
+				TriggerOption: &armdataprotection.AdhocBackupTriggerOption{RetentionTagOverride: to.Ptr("Default")}}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := p.PollUntilDone(ctx, fastPoll)
+		if err != nil {
+			t.Fatalf("ad hoc backup: %v", err)
+		}
+		if res.JobID == nil || !strings.Contains(*res.JobID, "/backupJobs/") {
+			t.Fatalf("ad hoc backup result: %+v", res.OperationJobExtendedInfo)
+		}
+		return (*res.JobID)[strings.LastIndex(*res.JobID, "/")+1:]
+	}
+	firstJob := backUp(0x11, 0)
+	backUp(0x22, 512<<20)
+	s.mustDo("POST", diskID+"/detach"+computeAPI, admin, `{"attachmentId":"`+attachment+`"}`, 200)
+
+	jobs := factory.NewJobsClient()
+	job, err := jobs.Get(ctx, "vaults", "sdkvault", firstJob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := job.Properties
+	if *j.Status != "Completed" || *j.Operation != "Backup" || !*j.IsUserTriggered || *j.DataSourceID != diskID ||
+		*j.VaultName != "sdkvault" || j.EndTime == nil || j.Duration == nil || *j.OperationCategory != "Backup" || *j.PolicyName != "daily" {
+		t.Fatalf("backup job: %+v", j)
+	}
+	var listed []*armdataprotection.AzureBackupJobResource
+	for pager := jobs.NewListPager("vaults", "sdkvault", nil); pager.More(); {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed = append(listed, page.Value...)
+	}
+	if len(listed) != 2 || *listed[1].Name != firstJob {
+		t.Fatalf("jobs, newest first: %d, last %v", len(listed), *listed[len(listed)-1].Name)
+	}
+
+	var points []*armdataprotection.AzureBackupRecoveryPointResource
+	for pager := factory.NewRecoveryPointsClient().NewListPager("vaults", "sdkvault", name, nil); pager.More(); {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		points = append(points, page.Value...)
+	}
+	if len(points) != 2 {
+		t.Fatalf("%d recovery points, want 2", len(points))
+	}
+	for _, p := range points {
+		rp, ok := p.Properties.(*armdataprotection.AzureBackupDiscreteRecoveryPoint)
+		if !ok || *rp.RecoveryPointType != "Incremental" || *rp.RetentionTagName != "Default" ||
+			len(rp.RecoveryPointDataStoresDetails) != 1 || *rp.RecoveryPointDataStoresDetails[0].State != "COMMITTED" {
+			t.Fatalf("recovery point: %T %+v", p.Properties, p.Properties)
+		}
+	}
+	snaps, _, _ := s.do("GET", "/subscriptions/"+sub+"/resourceGroups/snaps/providers/Microsoft.Compute/snapshots"+computeAPI, admin, "")
+	if snaps != 200 {
+		t.Fatalf("list snapshots: %d", snaps)
+	}
+
+	restoreTo := func(point, target string) armdataprotection.AzureBackupRestoreRequestClassification {
+		return &armdataprotection.AzureBackupRecoveryPointBasedRestoreRequest{
+			ObjectType: to.Ptr("AzureBackupRecoveryPointBasedRestoreRequest"), RecoveryPointID: to.Ptr(point),
+			SourceDataStoreType: to.Ptr(armdataprotection.SourceDataStoreTypeOperationalStore),
+			RestoreTargetInfo: &armdataprotection.RestoreTargetInfo{ObjectType: to.Ptr("RestoreTargetInfo"),
+				RecoveryOption: to.Ptr(armdataprotection.RecoveryOptionFailIfExists), RestoreLocation: to.Ptr("westus"),
+				DatasourceInfo: &armdataprotection.Datasource{ObjectType: to.Ptr("Datasource"), ResourceID: to.Ptr(target),
+					DatasourceType: to.Ptr("Microsoft.Compute/disks"), ResourceType: to.Ptr("Microsoft.Compute/disks"), ResourceLocation: to.Ptr("westus")}}}
+	}
+	validateRestore := func(point, target string) error {
+		p, err := instances.BeginValidateForRestore(ctx, "vaults", "sdkvault", name,
+			armdataprotection.ValidateRestoreRequestObject{RestoreRequestObject: restoreTo(point, target)}, nil)
+		if err != nil {
+			return err
+		}
+		_, err = p.PollUntilDone(ctx, fastPoll)
+		return err
+	}
+	restore := func(point, target string) error {
+		p, err := instances.BeginTriggerRestore(ctx, "vaults", "sdkvault", name, restoreTo(point, target), nil)
+		if err != nil {
+			return err
+		}
+		_, err = p.PollUntilDone(ctx, fastPoll)
+		return err
+	}
+	target := func(i int) string {
+		return "/subscriptions/" + sub + "/resourceGroups/restored/providers/Microsoft.Compute/disks/restored" + itoa(i)
+	}
+	if err := validateRestore(*points[0].Name, target(0)); !hasCode(err, "UserErrorMissingRequiredPermissions") {
+		t.Fatalf("validateRestore without Disk Restore Operator: %v", err)
+	}
+	ra, _ := s.sdkRoleAssignments(sub, admin)
+	if err := ra(diskRestoreOperator, "/subscriptions/"+sub+"/resourceGroups/restored", principal); err != nil {
+		t.Fatal(err)
+	}
+	if err := validateRestore(*points[0].Name, target(0)); err != nil {
+		t.Fatalf("validateRestore: %v", err)
+	}
+	dir := t.TempDir()
+	for i, p := range points {
+		if err := restore(*p.Name, target(i)); err != nil {
+			t.Fatalf("restore %s: %v", *p.Name, err)
+		}
+		out := filepath.Join(dir, "restored"+itoa(i)+".raw")
+		if o, err := s.run("disk", "export", target(i), out); err != nil {
+			t.Fatalf("export: %v\n%s", err, o)
+		}
+		if b, _ := os.ReadFile(out); !bytes.Equal(b, want[i]) {
+			t.Fatalf("the disk restored from point %d differs from the source at its moment", i)
+		}
+	}
+	if err := restore(*points[0].Name, target(1)); !hasCode(err, "UserErrorDiskAlreadyExists") {
+		t.Fatalf("restore onto an existing disk: %v", err)
+	}
+	var restores int
+	for pager := jobs.NewListPager("vaults", "sdkvault", nil); pager.More(); {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range page.Value {
+			if *j.Properties.Operation == "Restore" && *j.Properties.Status == "Completed" {
+				restores++
+				if j.Properties.ExtendedInfo == nil || j.Properties.ExtendedInfo.RecoveryDestination == nil ||
+					j.Properties.ExtendedInfo.SourceRecoverPoint == nil {
+					t.Fatalf("restore job: %+v", j.Properties.ExtendedInfo)
+				}
+			}
+		}
+	}
+	if restores != 2 {
+		t.Fatalf("%d completed restore jobs, want 2", restores)
+	}
+
+	// Revoke the snapshot role: the next backup fails, and says why.
+	code, _, body := s.do("GET", "/subscriptions/"+sub+"/resourceGroups/snaps/providers/Microsoft.Authorization/roleAssignments?api-version=2022-04-01", admin, "")
+	if code != 200 {
+		t.Fatal(body)
+	}
+	var list struct{ Value []struct{ ID string } }
+	json.Unmarshal([]byte(body), &list)
+	for _, a := range list.Value {
+		if strings.Contains(strings.ToLower(a.ID), "/resourcegroups/snaps/") {
+			s.mustDo("DELETE", a.ID+"?api-version=2022-04-01", admin, "", 200)
+		}
+	}
+	p, err := instances.BeginAdhocBackup(ctx, "vaults", "sdkvault", name, armdataprotection.TriggerBackupRequest{
+		BackupRuleOptions: &armdataprotection.AdHocBackupRuleOptions{RuleName: to.Ptr("BackupDaily"),
+			TriggerOption: &armdataprotection.AdhocBackupTriggerOption{RetentionTagOverride: to.Ptr("Default")}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.PollUntilDone(ctx, fastPoll); !hasCode(err, "UserErrorMissingRequiredPermissions") {
+		t.Fatalf("backup after revoking the snapshot role: %v", err)
 	}
 }

@@ -513,16 +513,20 @@ func TestProtectCLI(t *testing.T) {
 	if err == nil {
 		t.Fatalf("protect without roles succeeded:\n%s", out)
 	}
-	for _, want := range []string{
-		`coffer role assign --role "Disk Backup Reader" --assignee ` + principal + ` --scope ` + disk,
-		`coffer role assign --role "Disk Snapshot Contributor" --assignee ` + principal + ` --scope ` + snaps,
+	// The grants are printed with the connection flags given, and run as
+	// printed.
+	grants := printedCommands(out)
+	for i, want := range []string{
+		`coffer role assign --role 'Disk Backup Reader' --assignee ` + principal + ` --scope ` + disk + ` --data-dir ` + s.dataDir,
+		`coffer role assign --role 'Disk Snapshot Contributor' --assignee ` + principal + ` --scope ` + snaps + ` --data-dir ` + s.dataDir,
 	} {
-		if !strings.Contains(out, want) {
-			t.Fatalf("protect output lacks %q:\n%s", want, out)
+		if len(grants) != 2 || grants[i] != want {
+			t.Fatalf("protect printed %q, want %q:\n%s", grants, want, out)
 		}
+		paste(t, grants[i])
 	}
-	out, err = s.run(append(args, "--assign-roles")...)
+	out, err = s.run(args...)
 	if err != nil || !strings.Contains(out, "ProtectionConfigured") {
-		t.Fatalf("protect --assign-roles: %v\n%s", err, out)
+		t.Fatalf("protect after the grants: %v\n%s", err, out)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -563,4 +564,28 @@ func allocated(t *testing.T, dir string) int64 {
 		t.Fatal(err)
 	}
 	return total
+}
+
+// TestAzureLargestDisks: disks up to Azure's 32767 GiB provision on this
+// file system (a volume in segments) and take writes at their far end.
+func TestAzureLargestDisks(t *testing.T) {
+	s := startServer(t, "")
+	admin := s.token()
+	sub := newSubscription()
+	s.createGroup(admin, sub, "big")
+	for _, gb := range []int{16384, 32767} {
+		id := "/subscriptions/" + sub + "/resourceGroups/big/providers/Microsoft.Compute/disks/d" + itoa(gb)
+		s.createDisk(admin, id, "westus", gb)
+		_, body := s.mustDo("GET", id+computeAPI, admin, "", 200)
+		if at(jsonOf(t, body), "properties", "provisioningState") != "Succeeded" || at(jsonOf(t, body), "properties", "diskSizeGB") != float64(gb) {
+			t.Fatalf("%d GiB disk: %s", gb, body)
+		}
+		uri, attachment := s.attach(admin, id)
+		last := strconv.FormatInt(int64(gb)<<30-4096, 10)
+		out := run(t, "qemu-io", "-f", "raw", "-c", "write -P 0x5a "+last+" 4k", "-c", "flush", "-c", "read -P 0x5a "+last+" 4k", uri)
+		if strings.Contains(out, "Pattern verification failed") {
+			t.Fatalf("%d GiB disk: the last 4 KiB did not read back: %s", gb, out)
+		}
+		s.mustDo("POST", id+"/detach"+computeAPI, admin, `{"attachmentId":"`+attachment+`"}`, 200)
+	}
 }

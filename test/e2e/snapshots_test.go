@@ -62,7 +62,7 @@ func chunkObjects(t *testing.T, dataDir string) int {
 // armcompute client, disks made from them byte-identical, the changed-block
 // list between two snapshots, deletion and garbage collection, verify.
 func TestSnapshotsSDK(t *testing.T) {
-	s := startServer(t, "", "--gc-interval", "300ms", "--gc-grace", "-1s")
+	s := startServer(t, "", "--gc-interval", "300ms", "--gc-grace", "1ms")
 	ctx := context.Background()
 	admin := s.token()
 	sub := newSubscription()
@@ -329,7 +329,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 // TestGroupDeleteFreesSnapshots: deleting a resource group deletes its
 // disks' volumes and its snapshots' indexes, so their chunks are collected.
 func TestGroupDeleteFreesSnapshots(t *testing.T) {
-	s := startServer(t, "", "--gc-interval", "300ms", "--gc-grace", "-1s")
+	s := startServer(t, "", "--gc-interval", "300ms", "--gc-grace", "1ms")
 	admin := s.token()
 	sub := newSubscription()
 	s.createGroup(admin, sub, "doomed")

@@ -517,9 +517,9 @@ func (s *Service) operation(ctx context.Context, r *arm.Request) (*arm.Response,
 }
 
 func subscriptionOf(id string) string {
-	parts := strings.Split(id, "/")
-	if len(parts) > 2 {
-		return parts[2]
+	rid, err := arm.ParseResourceID(id)
+	if err != nil {
+		return ""
 	}
-	return ""
+	return rid.Subscription()
 }

@@ -79,11 +79,11 @@ func (s *Service) lookupOperation(ctx context.Context, r *arm.Request) (meta.Ope
 }
 
 func parseSubscription(id string) (string, bool) {
-	parts := strings.Split(strings.Trim(id, "/"), "/")
-	if len(parts) >= 2 && strings.EqualFold(parts[0], "subscriptions") {
-		return parts[1], true
+	rid, err := arm.ParseResourceID(id)
+	if err != nil || rid.Subscription() == "" {
+		return "", false
 	}
-	return "", false
+	return rid.Subscription(), true
 }
 
 // enqueue records an operation in tx and returns it with its public id.

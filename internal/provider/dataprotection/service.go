@@ -77,6 +77,8 @@ func (s *Service) Routes(r *arm.Router) {
 		h(http.MethodPost, instancePath+"/"+a.Name, "backupVaults/backupInstances/"+a.Name+"/action", s.changeState(a))
 	}
 
+	s.backupRoutes(h)
+
 	// Operations of the provider and their status.
 	h(http.MethodGet, locationPath+"/operationStatus/{operationId}", "locations/operationStatus/read", s.operationStatus)
 	h(http.MethodGet, locationPath+"/operationResults/{operationId}", "locations/operationResults/read", s.operationResult)
