@@ -7,12 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/chunk"
 	diskengine "github.com/coffer-backup/coffer/internal/disk"
 	"github.com/coffer-backup/coffer/internal/meta"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/snapshot"
+	"github.com/coffer-backup/coffer/internal/volume"
 	"github.com/spf13/cobra"
 )
 
@@ -23,10 +25,13 @@ func newVerifyCmd() *cobra.Command {
 		Short: "Read back every stored chunk and report the snapshots any damage breaks",
 		Long: `Read every chunk that a snapshot references from the chunk store, decrypt and
 decompress it and check its BLAKE3 digest. Damaged or missing chunks are listed
-with the snapshots they break; the exit status is non-zero if there is any.
+with the snapshots and disks they break and where (byte ranges); the exit status
+is non-zero if there is any. A damaged chunk is moved to quarantine, so the next
+backup that holds its data stores it again; verify then lists it as healed, with
+the backups that stored it again.
 
-verify only reads, so it can run while 'coffer serve' uses the same data
-directory. It finds the chunk store the server uses (--blob) from the data
+verify changes nothing but the place of damaged chunks, so it can run while
+'coffer serve' uses the same data directory. It finds the chunk store the server uses (--blob) from the data
 directory, and names snapshots from the metadata store (--db).`,
 		Example: `  coffer verify --data-dir ./coffer-data`,
 		Args:    cobra.NoArgs,
@@ -61,10 +66,22 @@ directory, and names snapshots from the metadata store (--db).`,
 				fmt.Fprintf(out, "BAD SNAPSHOT INDEX %s: %v\n", name(names, b.Name), b.Err)
 			}
 			for _, b := range rep.Bad {
-				fmt.Fprintf(out, "BAD CHUNK %s: %v\n", b.Digest, b.Err)
-				for _, idx := range b.Indexes {
-					fmt.Fprintf(out, "  breaks %s\n", name(names, idx))
+				state := ""
+				if b.Quarantined {
+					state = " (quarantined: the next backup holding its data stores it again)"
 				}
+				fmt.Fprintf(out, "BAD CHUNK %s%s: %v\n", b.Digest, state, b.Err)
+				for _, idx := range b.Indexes {
+					fmt.Fprintf(out, "  breaks %s at %s\n", name(names, idx), byteRanges(b.Ranges[idx]))
+				}
+			}
+			for _, h := range rep.Healed {
+				by := make([]string, len(h.By))
+				for i, idx := range h.By {
+					by[i] = name(names, idx)
+				}
+				fmt.Fprintf(out, "HEALED CHUNK %s, quarantined %s: stored again by %s\n",
+					h.Digest, h.QuarantinedAt.UTC().Format(time.RFC3339), strings.Join(by, ", "))
 			}
 			if !rep.OK() {
 				return fmt.Errorf("%d damaged chunks, %d unreadable snapshot indexes", len(rep.Bad), len(rep.BadIndexes))
@@ -97,6 +114,16 @@ func snapshotNames(ctx context.Context, dataDir, dbURL string) map[string]string
 	// Whatever could be read names what it can.
 	names, _ := diskengine.IndexNames(ctx, store)
 	return names
+}
+
+// byteRanges prints disk byte ranges as "bytes 0-1048575, ..." (ends
+// inclusive, as HTTP ranges are).
+func byteRanges(rs []volume.Range) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprintf("%d-%d", r.Off, r.Off+r.Len-1)
+	}
+	return "bytes " + strings.Join(parts, ", ")
 }
 
 func name(names map[string]string, index string) string {

@@ -53,6 +53,35 @@
 // GCM's additional data binds the header and the digest, so an encrypted
 // object copied under another chunk's name does not even decrypt.
 //
+// # Quarantine
+//
+// Dedup trusts any object under a chunk's name, so a damaged chunk would
+// otherwise be deduplicated onto by every later backup of the same data,
+// each broken from birth. When Get or ReadInto finds a chunk corrupt (it
+// fails to open at the length its own header states; a wrong key is not
+// damage), the store moves the object to quarantine/<4 hex>/<digest hex>
+// (Quarantine). Has then reports the chunk absent, so the next Put of its
+// data stores it afresh, which heals every index naming it; until then Get
+// reports it ChunkCorrupt wrapping ErrQuarantined. This is what Proxmox
+// Backup Server's verify does by renaming a bad chunk to .bad. Uploads that
+// copy digests from a previous index consult ListQuarantine too
+// (internal/snapshot). A quarantined object is never read or deduplicated
+// onto; it is kept as evidence while a snapshot names its digest, and
+// garbage collection deletes it after that, as it does an unreferenced
+// chunk.
+//
+// The move is a Read, a Write and a Delete through the store's Backend
+// (object stores have no rename), so the retry wrapper covers it. The copy
+// is written before the original is deleted: a crash or a failure in
+// between leaves the damaged object under chunks/ too, and the next read
+// that finds it moves it again.
+//
+// Within a process Quarantine takes the digest's writer slot, so it never
+// deletes a good object a concurrent Put writes. A quarantine by another
+// process (coffer verify beside coffer serve) could in a narrow race
+// delete a chunk that GC deleted and a Put wrote again in between; the
+// next verify reports the chunk missing.
+//
 // # What GC must know
 //
 // Dedup trusts that a chunk present at Put stays present until the index

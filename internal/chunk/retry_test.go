@@ -256,3 +256,74 @@ func TestStoreOverRetry(t *testing.T) {
 		t.Fatalf("Delete: %v", err)
 	}
 }
+
+// TestQuarantineOverRetry: quarantine reaches the objects only through the
+// Store's Backend, so a store with no bucket under it (NewOnBackend) moves
+// a damaged chunk aside, lists and deletes it, and a backend that fails
+// now and then does not stop it.
+func TestQuarantineOverRetry(t *testing.T) {
+	ctx := t.Context()
+	b := memblob.OpenBucket(nil)
+	t.Cleanup(func() { b.Close() })
+	raw := &chunk.BucketBackend{Bucket: b}
+	faulty := chunktest.NewFaulty(raw)
+	s, err := chunk.NewOnBackend(faulty, chunk.Options{Key: chunktest.Key(t), Wrap: func(be chunk.Backend) chunk.Backend {
+		r := chunk.NewRetry(be, retryOpts)
+		chunk.RecordWaits(r)
+		return r
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	plain := chunktest.Random(1 << 16)
+	d, _, err := s.Put(ctx, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := raw.Read(ctx, chunk.ChunkKey(d), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body[len(body)/2] ^= 1
+	if err := raw.Write(ctx, chunk.ChunkKey(d), body, false); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, op := range ops {
+		faulty.Inject(op, chunktest.Fault{Repeat: 2})
+	}
+	writes, deletes := faulty.Calls(chunktest.OpWrite), faulty.Calls(chunktest.OpDelete)
+	_, err = s.ReadInto(ctx, d, len(plain), make([]byte, len(plain)))
+	if !errors.Is(err, chunk.ErrQuarantined) {
+		t.Fatalf("ReadInto of a damaged chunk: %v; want it quarantined", err)
+	}
+	if faulty.Calls(chunktest.OpWrite) == writes || faulty.Calls(chunktest.OpDelete) == deletes {
+		t.Fatal("quarantine moved the object without going through the backend")
+	}
+	if ok, err := raw.Exists(ctx, chunk.QuarantineKey(d)); !ok || err != nil {
+		t.Fatalf("quarantined object present = %v, %v", ok, err)
+	}
+	if _, err := s.Get(ctx, d, len(plain)); !errors.Is(err, chunk.ErrQuarantined) {
+		t.Fatalf("Get after quarantine: %v; want ErrQuarantined", err)
+	}
+	var listed []chunk.Digest
+	if err := s.ListQuarantine(ctx, func(i chunk.Info) error { listed = append(listed, i.Digest); return nil }); err != nil || !slices.Equal(listed, []chunk.Digest{d}) {
+		t.Fatalf("ListQuarantine = %v, %v", listed, err)
+	}
+	if ok, err := s.Has(ctx, d); ok || err != nil {
+		t.Fatalf("Has(quarantined) = %v, %v; want false", ok, err)
+	}
+	if _, stored, err := s.Put(ctx, plain); err != nil || stored == 0 {
+		t.Fatalf("Put of a quarantined chunk's data = %d, %v; want it stored again", stored, err)
+	}
+	if got, err := s.Get(ctx, d, len(plain)); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("Get after the chunk was stored again: %v", err)
+	}
+	if err := s.DeleteQuarantined(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := raw.Exists(ctx, chunk.QuarantineKey(d)); ok || err != nil {
+		t.Fatalf("after DeleteQuarantined, present = %v, %v", ok, err)
+	}
+}

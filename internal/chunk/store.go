@@ -290,11 +290,15 @@ func (s *Store) Get(ctx context.Context, d Digest, size int) ([]byte, error) {
 	body, err := s.backend.Read(ctx, key, nil)
 	if err != nil {
 		if errors.Is(err, ErrObjectNotFound) {
-			return nil, errs.E(errs.NotFound, "ChunkNotFound", "chunk %s is not stored", d).WithTarget(d.String()).Wrap(err)
+			return nil, s.missing(ctx, d, err)
 		}
 		return nil, backendErr("ChunkGetFailed", key, err)
 	}
-	return s.codec.open(d, body, size)
+	plain, err := s.codec.open(d, body, size)
+	if err != nil {
+		return nil, s.damaged(ctx, d, err)
+	}
+	return plain, nil
 }
 
 // ReadInto reads chunk d of size bytes into dst's storage (which must have
@@ -318,16 +322,20 @@ func (s *Store) ReadInto(ctx context.Context, d Digest, size int, dst []byte) ([
 	var tooLarge *ObjectTooLargeError
 	switch {
 	case errors.As(err, &tooLarge):
-		return nil, corrupt(d, "object of %d bytes", tooLarge.Size)
+		return nil, s.damaged(ctx, d, corrupt(d, "object of %d bytes", tooLarge.Size))
 	case errors.Is(err, ErrObjectNotFound):
-		return nil, errs.E(errs.NotFound, "ChunkNotFound", "chunk %s is not stored", d).WithTarget(d.String()).Wrap(err)
+		return nil, s.missing(ctx, d, err)
 	case err != nil:
 		return nil, backendErr("ChunkGetFailed", key, err)
 	case len(body) > largest:
-		return nil, corrupt(d, "object of %d bytes", len(body))
+		return nil, s.damaged(ctx, d, corrupt(d, "object of %d bytes", len(body)))
 	}
 	body = slices.Clip(body) // decrypted in place; must not grow into the pool's buffer
-	return s.codec.openInto(d, body, size, dst[:0])
+	plain, err := s.codec.openInto(d, body, size, dst[:0])
+	if err != nil {
+		return nil, s.damaged(ctx, d, err)
+	}
+	return plain, nil
 }
 
 // Has implements Getter.

@@ -36,6 +36,18 @@
 //   - Hydration: a disk made from a snapshot reads what is not yet local
 //     from its own copy of the snapshot's index (hydrate/<uniqueId>), while
 //     a background task copies the rest in; then the disk stands alone.
+//   - Damage: a chunk of the snapshot a disk hydrates from that cannot be
+//     read back (internal/chunk quarantines a corrupt one). Hydration
+//     stops there; the disk stays Succeeded, because every other block
+//     still reads (through its index, which it keeps) and writes, and
+//     Azure has no damaged disk state. Instead its document shows
+//     properties.cofferHydrationError (offset, length, chunk digest), the
+//     log names the disk and the offset, verify names the disk (through
+//     IndexNames) and the byte range, and a read of the range fails (an
+//     NBD EIO, a SAS error) rather than returning zeros. Once a backup has stored
+//     the chunk again, a resumed hydration (at a restart, or when the
+//     server's scheduled verify finds the chunk healed) completes and
+//     clears the property.
 //   - Access: one grant of SAS access (beginGetAccess): an access id, read
 //     or write, an expiry. It is kept in the record, so endGetAccess and
 //     deletion revoke it at once: blobapi asks Lookup on every request.

@@ -3,6 +3,7 @@ package disk
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 
 	"github.com/coffer-backup/coffer/internal/arm"
 	"github.com/coffer-backup/coffer/internal/auth"
@@ -42,10 +43,20 @@ type Engine struct {
 	// Background is the context of background work (hydration); it ends
 	// at shutdown.
 	Background context.Context
+	// Log receives what background work cannot return to a caller (a
+	// hydration that stopped); nil is slog.Default().
+	Log *slog.Logger
 
 	frozen    frozenSet
 	exports   liveExports
 	hydrators hydrators
+}
+
+func (e *Engine) log() *slog.Logger {
+	if e.Log == nil {
+		return slog.Default()
+	}
+	return e.Log
 }
 
 func (e *Engine) authorize(ctx context.Context, p auth.Principal, action, scope string) error {

@@ -3,8 +3,8 @@ package disk
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
-	"log/slog"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -96,8 +96,21 @@ func (e *Engine) startHydration(diskID, uniqueID, index string) {
 			cancel()
 			close(h.done)
 		}()
-		if err := e.hydrate(ctx, h, diskID, uniqueID, index); err != nil && ctx.Err() == nil {
-			slog.Default().Error("hydration", "disk", diskID, "err", err)
+		err := e.hydrate(ctx, h, diskID, uniqueID, index)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		var ce *snapshot.ChunkError
+		if !errors.As(err, &ce) {
+			e.log().Error("hydration", "disk", diskID, "err", err)
+			return
+		}
+		// The snapshot is damaged: the disk keeps reading its other blocks
+		// through the index, and says what it cannot read.
+		e.log().Error("hydration stopped at a damaged chunk of the disk's snapshot", "disk", diskID,
+			"offset", ce.Off, "length", ce.Len, "chunk", ce.Digest.String(), "index", index, "err", ce.Err)
+		if err := e.recordDamage(ctx, diskID, uniqueID, ce); err != nil && ctx.Err() == nil {
+			e.log().Error("recording a disk's damage", "disk", diskID, "err", err)
 		}
 	}()
 }
@@ -112,7 +125,31 @@ func (e *Engine) hydrate(ctx context.Context, h *hydration, diskID, uniqueID, in
 	if err != nil {
 		return err
 	}
-	err = e.Store.InTx(ctx, func(tx meta.Tx) error {
+	err = e.updateDisk(ctx, diskID, uniqueID, func(rec *Record) {
+		rec.Hydrating = ""
+		rec.Properties.HydrationError = nil
+	})
+	if err != nil {
+		return err
+	}
+	return e.Chunks.DeleteIndex(ctx, index)
+}
+
+// recordDamage shows on the disk where its hydration stopped.
+func (e *Engine) recordDamage(ctx context.Context, diskID, uniqueID string, ce *snapshot.ChunkError) error {
+	he := &HydrationError{Offset: ce.Off, Length: ce.Len, ChunkDigest: ce.Digest.String(), Code: "ChunkUnreadable",
+		Message: ce.Err.Error(), Time: e.Clock.Now().UTC()}
+	var ee *errs.Error
+	if errors.As(ce.Err, &ee) {
+		he.Code, he.Message = ee.Code, ee.Message
+	}
+	return e.updateDisk(ctx, diskID, uniqueID, func(rec *Record) { rec.Properties.HydrationError = he })
+}
+
+// updateDisk changes the record of disk diskID, if it still has this
+// unique id.
+func (e *Engine) updateDisk(ctx context.Context, diskID, uniqueID string, change func(*Record)) error {
+	return e.Store.InTx(ctx, func(tx meta.Tx) error {
 		res, err := tx.GetResource(ctx, diskID)
 		if err != nil {
 			return err
@@ -121,14 +158,10 @@ func (e *Engine) hydrate(ctx context.Context, h *hydration, diskID, uniqueID, in
 		if err != nil || rec.Properties.UniqueID != uniqueID {
 			return err
 		}
-		rec.Hydrating = ""
+		change(&rec)
 		_, err = e.Save(ctx, tx, rec)
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	return e.Chunks.DeleteIndex(ctx, index)
 }
 
 // stopHydration cancels a disk's hydration and waits for it to let go.

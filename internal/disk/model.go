@@ -86,6 +86,23 @@ type DiskProperties struct {
 	// local yet, while it hydrates (Azure's background-copy progress);
 	// absent otherwise.
 	CompletionPercent *float64 `json:"completionPercent,omitempty"`
+	// HydrationError is coffer's own property: the disk was made from a
+	// snapshot whose chunk at these bytes cannot be read back, so its
+	// hydration stopped and reads of that range fail with an I/O error.
+	// Azure has no damaged disk state; the disk stays Succeeded, since the
+	// rest of it reads and writes, and this says what is lost. It goes
+	// once a hydration completes (after a backup stored the chunk again).
+	HydrationError *HydrationError `json:"cofferHydrationError,omitempty"`
+}
+
+// HydrationError says where a disk's hydration met a chunk it cannot read.
+type HydrationError struct {
+	Offset      int64     `json:"offset"`      // first byte of the damaged range
+	Length      int64     `json:"length"`      // bytes in it
+	ChunkDigest string    `json:"chunkDigest"` // the chunk that holds them
+	Code        string    `json:"code"`        // ChunkCorrupt, ChunkNotFound
+	Message     string    `json:"message"`
+	Time        time.Time `json:"time"`
 }
 
 // CreationData says where a disk's first bytes came from.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -23,6 +24,14 @@ type Maintenance struct {
 	GCInterval     time.Duration // 0: never
 	GCGrace        time.Duration // 0: snapshot.DefaultGrace; negative: none (serve refuses both)
 	VerifyInterval time.Duration // 0: never
+	// Names maps index names to what they belong to (disk.IndexNames: a
+	// snapshot id, the id of a disk hydrating from it), so the log of
+	// damage names what a user knows; nil logs index names.
+	Names func(ctx context.Context) map[string]string
+	// Healed, if set, is called after a verify that found chunks stored
+	// again since their quarantine: disks whose hydration stopped at one
+	// can finish.
+	Healed func(ctx context.Context)
 
 	gcMu sync.Mutex
 }
@@ -84,5 +93,38 @@ func (m *Maintenance) Verify(ctx context.Context) (snapshot.Report, error) {
 	} else {
 		m.Log.Info("verify", "checked", rep.Checked)
 	}
+	var names map[string]string
+	if m.Names != nil && (len(rep.Bad) > 0 || len(rep.Healed) > 0) {
+		names = m.Names(ctx)
+	}
+	for _, b := range rep.Bad {
+		breaks := make([]string, len(b.Indexes))
+		for i, idx := range b.Indexes {
+			breaks[i] = indexName(names, idx)
+			for _, r := range b.Ranges[idx] {
+				breaks[i] += fmt.Sprintf(" bytes %d-%d", r.Off, r.Off+r.Len-1)
+			}
+		}
+		m.Log.Error("damaged chunk", "chunk", b.Digest.String(), "quarantined", b.Quarantined, "breaks", breaks, "err", b.Err)
+	}
+	for _, h := range rep.Healed {
+		by := make([]string, len(h.By))
+		for i, idx := range h.By {
+			by[i] = indexName(names, idx)
+		}
+		m.Log.Info("chunk healed", "chunk", h.Digest.String(), "quarantined_at", h.QuarantinedAt, "stored_again_by", by)
+	}
+	if len(rep.Healed) > 0 && m.Healed != nil {
+		m.Healed(ctx)
+	}
 	return rep, nil
+}
+
+// indexName is "<resource id> (<index>)" when the index belongs to a
+// resource, else the index name.
+func indexName(names map[string]string, index string) string {
+	if id, ok := names[index]; ok {
+		return id + " (" + index + ")"
+	}
+	return index
 }

@@ -210,7 +210,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	inflight := snapshot.NewInFlight()
 	router := arm.NewRouter(verifier, authz, log, observe)
-	engine := &disk.Engine{Store: store, Clock: cfg.Clock, Volumes: volumes, Chunks: chunks, InFlight: inflight, Permissions: authz}
+	engine := &disk.Engine{Store: store, Clock: cfg.Clock, Volumes: volumes, Chunks: chunks, InFlight: inflight, Permissions: authz,
+		Log: log.With("component", "disk")}
 	volumes.Backing = engine.BackingReader
 	disks := &compute.Service{Store: store, Ops: runner, Clock: cfg.Clock, Disks: engine,
 		Signer: blobapi.Signer{Key: sasKey, Clock: cfg.Clock}}
@@ -305,7 +306,16 @@ func Run(ctx context.Context, cfg Config) error {
 	// operation has a fixed id, so however many nodes fire it, it runs once.
 	go protecting.Run(runCtx)
 	maintenance := &Maintenance{Chunks: chunks, InFlight: inflight, Clock: cfg.Clock, Log: log.With("component", "maintenance"),
-		GCInterval: cfg.GCInterval, GCGrace: cfg.GCGrace, VerifyInterval: cfg.VerifyInterval}
+		GCInterval: cfg.GCInterval, GCGrace: cfg.GCGrace, VerifyInterval: cfg.VerifyInterval,
+		Names: func(ctx context.Context) map[string]string {
+			names, _ := disk.IndexNames(ctx, store) // whatever could be read names what it can
+			return names
+		},
+		Healed: func(ctx context.Context) {
+			if err := engine.ResumeHydration(ctx); err != nil {
+				log.Error("resume hydration after a heal", "err", err)
+			}
+		}}
 	go maintenance.Run(runCtx)
 	srv := &http.Server{
 		Handler:           mux,

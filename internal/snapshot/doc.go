@@ -67,6 +67,14 @@
 // while a collection runs keeps its digests marked until that collection
 // ends: the collection listed the indexes before this one was written.
 //
+// A chunk found corrupt is in quarantine (internal/chunk): Has reports it
+// absent, so an upload that reads its data stores it again. An upload
+// that copies digests from a previous index it finds intact would skip
+// that check, so it checks with Has, and reads from its source, every
+// copied digest that is in quarantine. GC deletes a quarantined object
+// only when no index or root names its digest and it is older than the
+// grace period.
+//
 // Deleting is idempotent and GC keeps no state between runs, so a GC
 // killed mid-sweep has deleted only unmarked chunks; running it again
 // finishes the job. DeleteSnapshot removes only the index; its chunks go

@@ -32,6 +32,9 @@ type GCStore interface {
 	IndexLister
 	// List and Delete: chunk.Sweeper.
 	chunk.Sweeper
+	// ListQuarantine and DeleteQuarantined: chunk.Store's.
+	ListQuarantine(ctx context.Context, fn func(chunk.Info) error) error
+	DeleteQuarantined(ctx context.Context, d chunk.Digest) error
 }
 
 var _ GCStore = (*chunk.Store)(nil)
@@ -72,6 +75,12 @@ type GCStats struct {
 	InFlight     int   // unreferenced but held by an upload: kept
 	Deleted      int   // chunks deleted
 	DeletedBytes int64 // their object sizes
+	// Quarantined objects (chunks found corrupt) kept: a snapshot still
+	// names them, or they are younger than the grace period.
+	Quarantined int
+	// QuarantineDeleted counts quarantined objects deleted: no snapshot
+	// names them any more.
+	QuarantineDeleted int
 }
 
 // NewCollector returns a Collector of store. inflight must be the registry
@@ -95,7 +104,8 @@ func NewCollector(store GCStore, inflight *InFlight, opts CollectorOptions) *Col
 
 // Run collects once: mark every digest of every index and root, then
 // delete every other chunk older than the grace period that no upload
-// holds. A Run that fails or is killed has deleted only unreferenced
+// holds, and every quarantined object no index or root names that is
+// older than the grace period. A Run that fails or is killed has deleted only unreferenced
 // chunks; running again finishes. Concurrent Runs of one Collector are
 // errs.Conflict "GCRunning".
 func (c *Collector) Run(ctx context.Context) (GCStats, error) {
@@ -161,7 +171,29 @@ func (c *Collector) Run(ctx context.Context) (GCStats, error) {
 	if err != nil {
 		return st, err
 	}
-	marked = nil // the sweep needs only the garbage list
+	// A quarantined object is not a chunk: nothing reads it and dedup
+	// ignores it. It is kept as evidence, and so verify can tell which
+	// backup healed it, while a snapshot names its digest; then it goes
+	// like any unreferenced chunk.
+	var spent []chunk.Digest
+	err = c.store.ListQuarantine(ctx, func(info chunk.Info) error {
+		if _, ok := marked[info.Digest]; ok || !info.ModTime.Before(cutoff) {
+			st.Quarantined++
+			return nil
+		}
+		spent = append(spent, info.Digest)
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	marked = nil // the sweep needs only the garbage lists
+	for _, d := range spent {
+		if err := c.store.DeleteQuarantined(ctx, d); err != nil {
+			return st, err
+		}
+		st.QuarantineDeleted++
+	}
 
 	var deleted, deletedBytes, held atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)

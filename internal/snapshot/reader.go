@@ -3,6 +3,8 @@ package snapshot
 import (
 	"container/list"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"sync"
 
@@ -21,6 +23,29 @@ type ChunkGetter interface {
 }
 
 var _ ChunkGetter = (*chunk.Store)(nil)
+
+// ChunkError is a read of a snapshot that met a chunk it cannot read back
+// (missing, corrupt, quarantined): disk bytes [Off, Off+Len) are lost
+// until a backup stores the chunk again. Its kind is Err's.
+type ChunkError struct {
+	Off, Len int64
+	Digest   chunk.Digest
+	Err      error
+}
+
+func (e *ChunkError) Error() string {
+	return fmt.Sprintf("bytes %d-%d (chunk %s): %v", e.Off, e.Off+e.Len-1, e.Digest, e.Err)
+}
+
+func (e *ChunkError) Unwrap() error { return e.Err }
+
+// chunkErr places err, from reading chunk i, on the disk.
+func (r *Reader) chunkErr(i int, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &ChunkError{Off: int64(i) * r.idx.ChunkSize, Len: int64(r.idx.ChunkLen(i)), Digest: r.idx.Digests[i], Err: err}
+}
 
 // DefaultCacheChunks is how many decoded chunks a Reader keeps: enough for
 // a client reading a few streams of small sequential requests.
@@ -108,7 +133,7 @@ func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 			// keeps a failed decrypt from touching p past the chunk.
 			b, err := r.into.ReadInto(ctx, d, len(seg), seg[:0:len(seg)])
 			if err != nil {
-				return n, err
+				return n, r.chunkErr(int(i), err)
 			}
 			if &b[0] != &seg[0] {
 				copy(seg, b)
@@ -118,7 +143,7 @@ func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 				return r.store.Get(ctx, d, r.idx.ChunkLen(int(i)))
 			})
 			if err != nil {
-				return n, err
+				return n, r.chunkErr(int(i), err)
 			}
 			copy(seg, b[in:])
 		}
@@ -195,7 +220,7 @@ func (r *Reader) RestoreTo(ctx context.Context, dst io.WriterAt, workers int) (i
 					b, err = r.store.Get(gctx, r.idx.Digests[i], n)
 				}
 				if err != nil {
-					return err
+					return r.chunkErr(i, err)
 				}
 				if _, err := dst.WriteAt(b, int64(i)*r.idx.ChunkSize); err != nil {
 					return errs.E(errs.Internal, "RestoreWriteFailed", "writing chunk %d", i).Wrap(err)

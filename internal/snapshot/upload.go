@@ -44,6 +44,9 @@ type UploadStore interface {
 	// GetIndex: chunk.Indexes.GetIndex; used to refuse a used name early
 	// and to confirm the previous snapshot still exists.
 	GetIndex(ctx context.Context, name string) (chunk.Index, error)
+	// ListQuarantine: chunk.Store.ListQuarantine; the chunks of the
+	// previous snapshot found damaged since are stored afresh.
+	ListQuarantine(ctx context.Context, fn func(chunk.Info) error) error
 }
 
 var _ UploadStore = (*chunk.Store)(nil)
@@ -259,13 +262,23 @@ func (u *upload) changedSpans(n int64) []span {
 // copies) are stored, now that the lease protects them, and returns the
 // ones that are not.
 func (u *upload) checkCopied(ctx context.Context, copies []span) ([]span, error) {
+	var suspect map[chunk.Digest]bool // nil: every copied chunk
 	if name := u.req.PreviousName; name != "" {
 		cur, err := u.store.GetIndex(ctx, name)
-		if err == nil && cur.ChunkSize == u.req.Previous.ChunkSize && slices.Equal(cur.Digests, u.req.Previous.Digests) {
-			return nil, nil // the index exists, so its chunks do
-		}
 		if err != nil && !errs.Is(err, errs.NotFound) {
 			return nil, err
+		}
+		if err == nil && cur.ChunkSize == u.req.Previous.ChunkSize && slices.Equal(cur.Digests, u.req.Previous.Digests) {
+			// The index exists, so its chunks were stored; those found
+			// damaged since are in quarantine, and are stored again
+			// unless another backup already has.
+			suspect = map[chunk.Digest]bool{}
+			if err := u.store.ListQuarantine(ctx, func(i chunk.Info) error { suspect[i.Digest] = true; return nil }); err != nil {
+				return nil, err
+			}
+			if len(suspect) == 0 {
+				return nil, nil
+			}
 		}
 	}
 	// Check each distinct digest once.
@@ -273,7 +286,7 @@ func (u *upload) checkCopied(ctx context.Context, copies []span) ([]span, error)
 	var todo []chunk.Digest
 	for _, s := range copies {
 		for i := s.first; i < s.end; i++ {
-			if d := u.idx.Digests[i]; !d.IsZero() && !seen[d] {
+			if d := u.idx.Digests[i]; !d.IsZero() && !seen[d] && (suspect == nil || suspect[d]) {
 				seen[d] = true
 				todo = append(todo, d)
 			}

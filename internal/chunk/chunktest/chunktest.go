@@ -45,6 +45,7 @@ func Run(t *testing.T, newBucket NewBucket) {
 		{"ConcurrentSamePut", testConcurrentSamePut},
 		{"ConcurrentPutGet", testConcurrentPutGet},
 		{"ReadInto", testReadInto},
+		{"Quarantine", testQuarantine},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -655,4 +656,67 @@ func testReadInto(t *testing.T, b *blob.Bucket) {
 	missing[0] = 1
 	_, err := s.ReadInto(ctxOf(t), missing, 10, buf)
 	WantCode(t, err, errs.NotFound, "ChunkNotFound")
+}
+
+// testQuarantine: a chunk that fails its check on a read is moved to
+// quarantine, so the next Put of its data stores it again instead of
+// deduplicating onto the damage; a good chunk read with a wrong size, or
+// sealed with another key, stays where it is.
+func testQuarantine(t *testing.T, b *blob.Bucket) {
+	s := encrypted(t, b)
+	plain := Compressible(1<<20, 9)
+	d, _ := mustPut(t, s, plain)
+	rewrite(t, b, chunk.ChunkKey(d), func(body []byte) []byte { body[len(body)/2] ^= 1; return body })
+	for i, read := range []func() error{
+		func() error { _, err := s.Get(ctxOf(t), d, len(plain)); return err },
+		func() error { _, err := s.ReadInto(ctxOf(t), d, len(plain), make([]byte, len(plain))); return err },
+	} {
+		err := read()
+		WantCode(t, err, errs.Internal, "ChunkCorrupt")
+		if !errors.Is(err, chunk.ErrQuarantined) {
+			t.Fatalf("read %d of a damaged chunk: %v; want it quarantined", i, err)
+		}
+	}
+	if got := objects(t, b, "chunks/"); len(got) != 0 {
+		t.Fatalf("damaged chunk still under chunks/: %v", got)
+	}
+	if got := objects(t, b, "quarantine/"); len(got) != 1 || got[0] != chunk.QuarantineKey(d) {
+		t.Fatalf("quarantine holds %v; want %s", got, chunk.QuarantineKey(d))
+	}
+	var listed []chunk.Digest
+	if err := s.ListQuarantine(ctxOf(t), func(i chunk.Info) error { listed = append(listed, i.Digest); return nil }); err != nil || len(listed) != 1 || listed[0] != d {
+		t.Fatalf("ListQuarantine: %v, %v", listed, err)
+	}
+	if err := s.List(ctxOf(t), func(i chunk.Info) error { return fmt.Errorf("listed %s", i.Digest) }); err != nil {
+		t.Fatalf("a quarantined object is not a chunk: %v", err)
+	}
+	if ok, err := s.Has(ctxOf(t), d); ok || err != nil {
+		t.Fatalf("Has(quarantined) = %v, %v; want false", ok, err)
+	}
+	if _, stored := mustPut(t, s, plain); stored == 0 {
+		t.Fatal("Put of a quarantined chunk's data deduplicated instead of storing it again")
+	}
+	if got := mustGet(t, s, d, len(plain)); !bytes.Equal(got, plain) {
+		t.Fatal("the chunk stored again reads back wrong")
+	}
+	if err := s.DeleteQuarantined(ctxOf(t), d); err != nil {
+		t.Fatal(err)
+	}
+	if got := objects(t, b, "quarantine/"); len(got) != 0 {
+		t.Fatalf("after DeleteQuarantined: %v", got)
+	}
+
+	// Not damage: a wrong size, another key.
+	good := Random(5000)
+	dg, _ := mustPut(t, s, good)
+	_, err := s.Get(ctxOf(t), dg, len(good)+1)
+	WantCode(t, err, errs.Internal, "ChunkCorrupt")
+	_, err = encrypted(t, b).Get(ctxOf(t), dg, len(good))
+	WantCode(t, err, errs.Internal, "ChunkKeyMismatch")
+	if moved, err := s.Quarantine(ctxOf(t), dg); moved || err != nil {
+		t.Fatalf("Quarantine(good chunk) = %v, %v", moved, err)
+	}
+	if got := mustGet(t, s, dg, len(good)); !bytes.Equal(got, good) {
+		t.Fatal("a good chunk was quarantined")
+	}
 }

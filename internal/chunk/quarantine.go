@@ -1,0 +1,162 @@
+package chunk
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/coffer-backup/coffer/internal/errs"
+)
+
+// quarantinePrefix holds the objects of chunks found corrupt, moved out of
+// chunks/ so dedup stops trusting them (doc.go, "Quarantine").
+const quarantinePrefix = "quarantine/"
+
+// ErrQuarantined is in the chain of the error Get and ReadInto return for a
+// chunk that failed its check and was moved to quarantine, then or
+// before.
+var ErrQuarantined = errors.New("chunk is quarantined")
+
+// errNotStored is how Quarantine leaves a digest's writer slot: a Put that
+// waited on it must check and write for itself.
+var errNotStored = errors.New("the slot's holder stored nothing")
+
+// QuarantineKey is the object key of chunk d's quarantined object:
+// quarantine/<first 4 hex>/<hex>.
+func QuarantineKey(d Digest) string {
+	h := d.String()
+	return quarantinePrefix + h[:4] + "/" + h
+}
+
+// Quarantine moves chunk d's object to QuarantineKey(d) if it is corrupt:
+// if it fails to open at the length its own header states, so a good
+// chunk read with a wrong size stays where it is. It reports whether it
+// moved the object. A missing chunk, a good one, and one sealed with
+// another key (a configuration error, not damage) are left alone.
+//
+// From then on Has reports d absent, so the next Put of its data stores it
+// afresh, and Get reports it corrupt (ErrQuarantined) until then. Within
+// one process it holds d's writer slot, so a concurrent Put of d either
+// finished before (and found the damaged object present) or starts after
+// (and writes a good one, which this never deletes).
+func (s *Store) Quarantine(ctx context.Context, d Digest) (bool, error) {
+	if d.IsZero() {
+		return false, nil
+	}
+	for {
+		call, leader := s.join(d)
+		if !leader {
+			select {
+			case <-call.done:
+				continue
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+		}
+		moved, err := s.quarantine(ctx, d)
+		// Never nil: a Put waiting on the slot takes nil for "stored".
+		s.leave(d, call, errNotStored)
+		return moved, err
+	}
+}
+
+func (s *Store) quarantine(ctx context.Context, d Digest) (bool, error) {
+	key := ChunkKey(d)
+	body, err := s.backend.Read(ctx, key, nil)
+	if errors.Is(err, ErrObjectNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, backendErr("ChunkGetFailed", key, err)
+	}
+	if _, err := s.codec.open(d, body, statedLen(body)); !isCorrupt(err) {
+		return false, nil
+	}
+	qkey := QuarantineKey(d)
+	if err := s.backend.Write(ctx, qkey, body, false); err != nil {
+		return false, backendErr("ChunkQuarantineFailed", qkey, err)
+	}
+	if err := s.backend.Delete(ctx, key); err != nil {
+		return false, backendErr("ChunkQuarantineFailed", key, err)
+	}
+	return true, nil
+}
+
+// statedLen is the plaintext length an object's header states, bounded to
+// what a chunk may be; a header too short to state one gives 0, which
+// fails to open as it should.
+func statedLen(body []byte) int {
+	if len(body) < 12 {
+		return 0
+	}
+	n := int(uint32(body[8]) | uint32(body[9])<<8 | uint32(body[10])<<16 | uint32(body[11])<<24)
+	return min(n, MaxChunkSize)
+}
+
+func isCorrupt(err error) bool {
+	var e *errs.Error
+	return errors.As(err, &e) && e.Code == "ChunkCorrupt"
+}
+
+// damaged is what Get and ReadInto return for chunk d that failed to open
+// with err: if it is corrupt, the object goes to quarantine and the error
+// says so.
+func (s *Store) damaged(ctx context.Context, d Digest, err error) error {
+	if !isCorrupt(err) {
+		return err
+	}
+	moved, qerr := s.Quarantine(ctx, d)
+	if qerr != nil || !moved {
+		return err
+	}
+	var e *errs.Error
+	errors.As(err, &e)
+	return errs.E(errs.Internal, "ChunkCorrupt", "%s; moved to quarantine", e.Message).WithTarget(d.String()).
+		Wrap(errors.Join(ErrQuarantined, err))
+}
+
+// missing is what Get and ReadInto return for chunk d whose object is
+// absent: corrupt if it is in quarantine, else not found.
+func (s *Store) missing(ctx context.Context, d Digest, err error) error {
+	if ok, qerr := s.backend.Exists(ctx, QuarantineKey(d)); qerr == nil && ok {
+		return errs.E(errs.Internal, "ChunkCorrupt", "chunk %s is quarantined: it failed its check, and no backup has stored its data again since", d).
+			WithTarget(d.String()).Wrap(ErrQuarantined)
+	}
+	return errs.E(errs.NotFound, "ChunkNotFound", "chunk %s is not stored", d).WithTarget(d.String()).Wrap(err)
+}
+
+// ListQuarantine calls fn for every quarantined object, in no particular
+// order; Info.ModTime is when it was quarantined. It stops at the first
+// error fn returns and returns it.
+func (s *Store) ListQuarantine(ctx context.Context, fn func(Info) error) error {
+	var fnErr error
+	err := s.backend.List(ctx, quarantinePrefix, func(obj Object) error {
+		rest, ok := strings.CutPrefix(obj.Key, quarantinePrefix)
+		if !ok {
+			return nil
+		}
+		d, ok := parseChunkKey(chunkPrefix + rest)
+		if !ok {
+			return nil
+		}
+		fnErr = fn(Info{Digest: d, Stored: obj.Size, ModTime: obj.ModTime})
+		return fnErr
+	})
+	if err != nil && err != fnErr {
+		return backendErr("ChunkListFailed", quarantinePrefix, err)
+	}
+	return err
+}
+
+// DeleteQuarantined removes chunk d's quarantined object; an absent one is
+// not an error.
+func (s *Store) DeleteQuarantined(ctx context.Context, d Digest) error {
+	if d.IsZero() {
+		return nil
+	}
+	key := QuarantineKey(d)
+	if err := s.backend.Delete(ctx, key); err != nil {
+		return backendErr("ChunkDeleteFailed", key, err)
+	}
+	return nil
+}

@@ -1,0 +1,162 @@
+package disk
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/coffer-backup/coffer/internal/chunk"
+	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/coffer-backup/coffer/internal/snapshot"
+)
+
+// syncBuffer is a log sink the hydration goroutine and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) lines() []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, l := range bytes.Split(s.b.Bytes(), []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(l, &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestHydrationFromDamagedSnapshot: a disk made from a snapshot with a
+// damaged chunk says so (its record, the JSON log, verify all name the
+// disk and the byte range), keeps reading its undamaged ranges, and fails
+// reads of the damaged range rather than returning zeros.
+func TestHydrationFromDamagedSnapshot(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	logs := &syncBuffer{}
+	e.Log = slog.New(slog.NewJSONHandler(logs, nil))
+	const mib = 1 << 20
+	src := newDisk(t, e, "src", 4*mib)
+	data := make([]byte, 4*mib)
+	rand.Read(data)
+	write(t, e, src, data, 0)
+	snap, err := e.TakeSnapshot(ctx, SnapshotRequest{ID: SnapshotID(testSub, "snaps", "s1"), DiskID: src.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := e.Chunks.GetIndex(ctx, snap.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := idx.Digests[2] // bytes [2 MiB, 3 MiB)
+	key := chunk.ChunkKey(bad)
+	obj, err := e.Chunks.Bucket().ReadAll(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj[len(obj)/2] ^= 1
+	if err := e.Chunks.Bucket().WriteAll(ctx, key, obj, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	d, err := e.CreateFromSnapshot(ctx, FromSnapshotRequest{ID: DiskID(testSub, "rg", "copy"), SnapshotID: snap.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.WaitHydration() // it stops at the damage
+	d, err = LoadByID(ctx, e.Store, d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	he := d.Properties.HydrationError
+	if he == nil || he.Offset != 2*mib || he.Length != mib || he.ChunkDigest != bad.String() || d.Hydrating == "" {
+		t.Fatalf("disk after hydrating from damage: error %+v, hydrating %q; want bytes [2 MiB, 3 MiB) of chunk %s, still reading its index", he, d.Hydrating, bad)
+	}
+	var body struct {
+		Properties map[string]any `json:"properties"`
+	}
+	raw, _ := json.Marshal(d.Disk)
+	if json.Unmarshal(raw, &body); body.Properties["cofferHydrationError"] == nil {
+		t.Fatalf("the disk's document does not show the damage: %s", raw)
+	}
+
+	logged := false
+	for _, l := range logs.lines() {
+		if l["level"] == "ERROR" && l["disk"] == d.ID && l["offset"] == float64(2*mib) && l["chunk"] == bad.String() {
+			logged = true
+		}
+	}
+	if !logged {
+		t.Fatalf("no JSON log line names the disk and the offset:\n%s", logs.b.String())
+	}
+
+	rep, err := snapshot.Verify(ctx, e.Chunks, snapshot.VerifyOptions{})
+	if err != nil || len(rep.Bad) != 1 {
+		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+	names, err := IndexNames(ctx, e.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, idx := range rep.Bad[0].Indexes {
+		if names[idx] == d.ID {
+			found = true
+			if r := rep.Bad[0].Ranges[idx]; len(r) != 1 || r[0].Off != 2*mib || r[0].Len != mib {
+				t.Fatalf("verify's range for the disk: %v", r)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("verify's report %v does not lead to the disk %s (names %v)", rep.Bad[0].Indexes, d.ID, names)
+	}
+
+	vol, err := e.Volumes.Open(d.Properties.UniqueID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Volumes.Release(d.Properties.UniqueID)
+	got := make([]byte, mib)
+	for _, off := range []int64{0, mib, 3 * mib} {
+		if _, err := vol.ReadAt(got, off); err != nil || !bytes.Equal(got, data[off:off+mib]) {
+			t.Fatalf("read of the undamaged range at %d: %v", off, err)
+		}
+	}
+	n, err := vol.ReadAt(got[:4096], 2*mib+8192)
+	var ce *snapshot.ChunkError
+	if err == nil || !errs.Is(err, errs.Internal) || !errors.As(err, &ce) || ce.Off != 2*mib {
+		t.Fatalf("read of the damaged range: %d bytes, %v; want an error at the damaged chunk", n, err)
+	}
+
+	// A backup stores the chunk again (it was quarantined); the hydration,
+	// resumed, completes and the disk forgets its damage.
+	if _, stored, err := e.Chunks.Put(ctx, data[2*mib:3*mib]); err != nil || stored == 0 {
+		t.Fatalf("storing the chunk again: %d bytes, %v", stored, err)
+	}
+	if err := e.ResumeHydration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.WaitHydration()
+	d, _ = LoadByID(ctx, e.Store, d.ID)
+	if d.Properties.HydrationError != nil || d.Hydrating != "" {
+		t.Fatalf("after the heal: error %+v, hydrating %q", d.Properties.HydrationError, d.Hydrating)
+	}
+	all := make([]byte, 4*mib)
+	if _, err := vol.ReadAt(all, 0); err != nil || !bytes.Equal(all, data) {
+		t.Fatalf("the healed disk reads %v", err)
+	}
+}
