@@ -216,10 +216,12 @@ func Run(ctx context.Context, cfg Config) error {
 	disks := &compute.Service{Store: store, Ops: runner, Clock: cfg.Clock, Disks: engine,
 		Signer: blobapi.Signer{Key: sasKey, Clock: cfg.Clock}}
 	rgs := &resources.Service{Store: store, Ops: runner, Clock: cfg.Clock, Cascades: []resources.Cascade{engine}}
+	// Guarded backups' snapshots go only through their vault.
 	rgs.Routes(router)
 	authz.Routes(router)
 	protecting := &backup.Service{Store: store, Clock: cfg.Clock, Disks: engine, Permissions: authz, Data: engine,
 		Snapshots: engine, Log: log.With("component", "backup")}
+	disks.Guard, rgs.Guards = protecting, []resources.Guard{protecting}
 	protecting.Register(runner)
 	if _, err := protecting.Reindex(ctx); err != nil {
 		return fmt.Errorf("index backup instances: %w", err)

@@ -262,3 +262,68 @@ func TestInstanceSettingsTakeEffectOrAreRefused(t *testing.T) {
 		t.Fatalf("%d recovery points after ten ad hoc backups", n)
 	}
 }
+
+// TestGuardedBackupsStay: a vault's security settings take effect. PATCH
+// merges them field by field; AlwaysOn soft delete and Locked immutability
+// cannot be undone; and while they are on, the snapshots that hold its
+// recovery points cannot be deleted, stripped of their backup tags, or
+// taken with their resource group through Microsoft.Compute.
+func TestGuardedBackupsStay(t *testing.T) {
+	s := startServer(t, "")
+	admin := s.token()
+	p := s.protectDisk(t, admin, 1, time.Now().Add(24*time.Hour))
+	const v = "?api-version=2026-06-01"
+	h, _ := s.mustDo("POST", p.instance+"/backup"+v, admin, `{"backupRuleOptions":{"ruleName":"BackupHourly","triggerOption":{"retentionTagOverride":"Default"}}}`, 202)
+	if st := s.poll(h.Get("Azure-AsyncOperation"), admin); st["status"] != "Succeeded" {
+		t.Fatalf("backup: %v", st)
+	}
+	_, body := s.mustDo("GET", p.snaps+"/providers/Microsoft.Compute/snapshots"+computeAPI, admin, "", 200)
+	var snaps struct {
+		Value []struct {
+			ID   string
+			Tags map[string]string
+		}
+	}
+	json.Unmarshal([]byte(body), &snaps)
+	if len(snaps.Value) != 1 {
+		t.Fatalf("snapshots: %s", body)
+	}
+	snap := snaps.Value[0]
+	expect := func(what, method, path, b string, status int, code string) {
+		t.Helper()
+		got, _, out := s.do(method, path, admin, b)
+		if got != status || !strings.Contains(out, `"`+code+`"`) {
+			t.Fatalf("%s: %d %s, want %d %s", what, got, out, status, code)
+		}
+	}
+
+	// Unguarded, the snapshot's tags may change (and it could be deleted).
+	s.mustDo("PATCH", snap.ID+computeAPI, admin, `{"tags":{"note":"mine"}}`, 200)
+	s.mustDo("PATCH", snap.ID+computeAPI, admin, `{"tags":`+mustJSON(snap.Tags)+`}`, 200)
+
+	// Soft delete AlwaysOn, then immutability alone: soft delete stays.
+	s.mustDo("PATCH", p.vault+v, admin, `{"properties":{"securitySettings":{"softDeleteSettings":{"state":"AlwaysOn","retentionDurationInDays":14}}}}`, 200)
+	_, body = s.mustDo("PATCH", p.vault+v, admin, `{"properties":{"securitySettings":{"immutabilitySettings":{"state":"Unlocked"}}}}`, 200)
+	if at(jsonOf(t, body), "properties", "securitySettings", "softDeleteSettings", "state") != "AlwaysOn" {
+		t.Fatalf("a PATCH naming only immutability dropped soft delete: %s", body)
+	}
+	expect("AlwaysOn soft delete turned off", "PATCH", p.vault+v, `{"properties":{"securitySettings":{"softDeleteSettings":{"state":"Off"}}}}`,
+		400, "UserErrorSoftDeleteAlwaysOnCannotBeChanged")
+	s.mustDo("PATCH", p.vault+v, admin, `{"properties":{"securitySettings":{"immutabilitySettings":{"state":"Locked"}}}}`, 200)
+	expect("Locked immutability unlocked", "PATCH", p.vault+v, `{"properties":{"securitySettings":{"immutabilitySettings":{"state":"Unlocked"}}}}`,
+		400, "UserErrorImmutabilityLockedCannotBeChanged")
+
+	// The snapshot is now held by its vault.
+	expect("deleting a guarded snapshot", "DELETE", snap.ID+computeAPI, "", 409, "SnapshotHeldByBackupVault")
+	expect("stripping its backup tags", "PATCH", snap.ID+computeAPI, `{"tags":{}}`, 409, "SnapshotHeldByBackupVault")
+	expect("deleting its resource group", "DELETE", p.snaps+"?api-version=2021-04-01", "", 409, "SnapshotHeldByBackupVault")
+	_, body = s.mustDo("GET", snap.ID+computeAPI, admin, "", 200)
+	if at(jsonOf(t, body), "properties", "provisioningState") != "Succeeded" || !strings.Contains(body, p.instance) {
+		t.Fatalf("the guarded snapshot changed: %s", body)
+	}
+	if n := len(s.pointNames(t, admin, p.instance)); n != 1 {
+		t.Fatalf("%d recovery points after the refusals", n)
+	}
+}
+
+func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }

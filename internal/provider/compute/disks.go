@@ -49,6 +49,16 @@ type Service struct {
 	// NBDAddress is host:port of the NBD listener, for attach's URIs; nil
 	// when NBD is not served.
 	NBDAddress func() string
+	// Guard refuses deleting a snapshot (or stripping its backup tags) that
+	// a guarded recovery point holds; nil guards nothing.
+	Guard SnapshotGuard
+}
+
+// SnapshotGuard refuses changes to a snapshot that another use case relies
+// on; the backup engine implements it.
+type SnapshotGuard interface {
+	// HoldOf returns the refusal for snapshotID, nil when nothing holds it.
+	HoldOf(ctx context.Context, tx meta.Tx, snapshotID string) error
 }
 
 // resourceHandlers serve the operations disks and snapshots share.

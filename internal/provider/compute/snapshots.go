@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/coffer-backup/coffer/internal/arm"
+	"github.com/coffer-backup/coffer/internal/backup"
 	"github.com/coffer-backup/coffer/internal/blobapi"
 	"github.com/coffer-backup/coffer/internal/disk"
 	"github.com/coffer-backup/coffer/internal/errs"
@@ -131,6 +132,15 @@ func (s *Service) patchSnapshotTags(ctx context.Context, id string, tags *map[st
 			return err
 		}
 		if tags != nil {
+			// The tags that say which backup made a snapshot stay while a
+			// guarded recovery point holds it.
+			for _, k := range []string{backup.BackupTag, backup.RecoveryPointTag} {
+				if v, ok := rec.Tags[k]; ok && (*tags)[k] != v && s.Guard != nil {
+					if err := s.Guard.HoldOf(ctx, tx, id); err != nil {
+						return err
+					}
+				}
+			}
 			rec.Tags = *tags
 		}
 		out = rec
@@ -199,6 +209,11 @@ func (s *Service) deleteSnapshot(ctx context.Context, r *arm.Request) (*arm.Resp
 		rec.Settle(s.Clock.Now())
 		if rec.Access != nil {
 			return notAllowed("Snapshot '%s' has an active SAS; call endGetAccess first.", rec.Name)
+		}
+		if s.Guard != nil {
+			if err := s.Guard.HoldOf(ctx, tx, id); err != nil {
+				return err
+			}
 		}
 		if rec.Properties.ProvisioningState == disk.ProvisioningUpdating {
 			return notAllowed("Snapshot '%s' is still being stored; delete it when it has finished.", rec.Name)

@@ -41,6 +41,14 @@ type Service struct {
 	Ops      *ops.Runner
 	Clock    clock.Clock
 	Cascades []Cascade
+	// Guards may refuse a group's delete (it holds what must not go).
+	Guards []Guard
+}
+
+// Guard refuses deleting a resource group whose contents must stay, with
+// the error that says why; nil lets the delete go on.
+type Guard interface {
+	HoldsUnder(ctx context.Context, groupID string) error
 }
 
 // Routes registers the resource group operations.
@@ -239,6 +247,11 @@ func (s *Service) delete(ctx context.Context, r *arm.Request) (*arm.Response, er
 		g, err := groups.Get(ctx, tx, sub, name)
 		if err != nil {
 			return err
+		}
+		for _, guard := range s.Guards {
+			if err := guard.HoldsUnder(ctx, g.ID); err != nil {
+				return err
+			}
 		}
 		if g.Properties.ProvisioningState != groups.StateDeleting {
 			g.Properties.ProvisioningState = groups.StateDeleting
