@@ -19,10 +19,19 @@ import (
 	"github.com/google/uuid"
 )
 
-// Versions are the Microsoft.Authorization api-versions served.
-var Versions = arm.APIVersions{Provider: "Microsoft.Authorization", Versions: []string{
-	"2015-07-01", "2018-01-01-preview", "2020-04-01-preview", "2022-04-01", "2026-08-01",
-}}
+// AssignmentVersions are the api-versions Azure publishes for role
+// assignments; DefinitionVersions those for role definitions. The two
+// resource types were versioned apart, so each accepts only its own.
+var (
+	AssignmentVersions = arm.APIVersions{Provider: "Microsoft.Authorization", Versions: []string{
+		"2015-07-01", "2017-10-01-preview", "2018-01-01-preview", "2018-09-01-preview",
+		"2020-03-01-preview", "2020-04-01-preview", "2020-08-01-preview", "2020-10-01-preview",
+		"2022-04-01", "2026-08-01",
+	}}
+	DefinitionVersions = arm.APIVersions{Provider: "Microsoft.Authorization", Versions: []string{
+		"2015-07-01", "2018-01-01-preview", "2022-04-01", "2022-05-01-preview",
+	}}
+)
 
 // Types of the resources this package keeps.
 const (
@@ -152,20 +161,20 @@ func (s *Service) Routes(r *arm.Router) {
 		return []string{"/{scope...}" + provider + p, provider + p}
 	}
 	for _, p := range scoped("/roleAssignments/{roleAssignmentName}") {
-		r.Handle(arm.Route{Method: http.MethodGet, Pattern: p, Versions: Versions, Action: read, Scope: scopeOf, Handler: s.getAssignment})
-		r.Handle(arm.Route{Method: http.MethodPut, Pattern: p, Versions: Versions, Action: write, Scope: scopeOf, Handler: s.putAssignment})
-		r.Handle(arm.Route{Method: http.MethodDelete, Pattern: p, Versions: Versions, Action: delete, Scope: scopeOf, Handler: s.deleteAssignment})
+		r.Handle(arm.Route{Method: http.MethodGet, Pattern: p, Versions: AssignmentVersions, Action: read, Scope: scopeOf, Handler: s.getAssignment})
+		r.Handle(arm.Route{Method: http.MethodPut, Pattern: p, Versions: AssignmentVersions, Action: write, Scope: scopeOf, Handler: s.putAssignment})
+		r.Handle(arm.Route{Method: http.MethodDelete, Pattern: p, Versions: AssignmentVersions, Action: delete, Scope: scopeOf, Handler: s.deleteAssignment})
 	}
 	for _, p := range scoped("/roleAssignments") {
-		r.Handle(arm.Route{Method: http.MethodGet, Pattern: p, Versions: Versions, Action: read, Scope: scopeOf, Handler: s.listAssignments})
+		r.Handle(arm.Route{Method: http.MethodGet, Pattern: p, Versions: AssignmentVersions, Action: read, Scope: scopeOf, Handler: s.listAssignments})
 	}
 	for _, p := range scoped("/roleDefinitions/{roleDefinitionId}") {
-		r.Handle(arm.Route{Method: http.MethodGet, Pattern: p, Versions: Versions, Action: dRead, Scope: scopeOf, Handler: s.getDefinition})
-		r.Handle(arm.Route{Method: http.MethodPut, Pattern: p, Versions: Versions, Action: dWrite, Scope: scopeOf, Handler: s.putDefinition})
-		r.Handle(arm.Route{Method: http.MethodDelete, Pattern: p, Versions: Versions, Action: dDel, Scope: scopeOf, Handler: s.deleteDefinition})
+		r.Handle(arm.Route{Method: http.MethodGet, Pattern: p, Versions: DefinitionVersions, Action: dRead, Scope: scopeOf, Handler: s.getDefinition})
+		r.Handle(arm.Route{Method: http.MethodPut, Pattern: p, Versions: DefinitionVersions, Action: dWrite, Scope: scopeOf, Handler: s.putDefinition})
+		r.Handle(arm.Route{Method: http.MethodDelete, Pattern: p, Versions: DefinitionVersions, Action: dDel, Scope: scopeOf, Handler: s.deleteDefinition})
 	}
 	for _, p := range scoped("/roleDefinitions") {
-		r.Handle(arm.Route{Method: http.MethodGet, Pattern: p, Versions: Versions, Action: dRead, Scope: scopeOf, Handler: s.listDefinitions})
+		r.Handle(arm.Route{Method: http.MethodGet, Pattern: p, Versions: DefinitionVersions, Action: dRead, Scope: scopeOf, Handler: s.listDefinitions})
 	}
 }
 

@@ -18,11 +18,15 @@ import (
 	"github.com/coffer-backup/coffer/internal/ops"
 )
 
-// Versions are the Microsoft.Compute api-versions served for disks: what
-// armcompute v8 sends (2026-03-02), the reference version (2025-01-02) and
-// a few older ones scripts still pin.
+// Versions are the Microsoft.Compute api-versions served for disks and
+// snapshots: every version of the disk swagger Azure publishes, stable and
+// preview (docs/api-coverage.md names each one's spec file).
 var Versions = arm.APIVersions{Provider: "Microsoft.Compute", Versions: []string{
-	"2023-04-02", "2024-03-02", "2025-01-02", "2026-03-02",
+	"2016-04-30-preview", "2017-03-30", "2018-04-01", "2018-06-01", "2018-09-30", "2019-03-01",
+	"2019-07-01", "2019-11-01", "2020-05-01", "2020-06-30", "2020-09-30", "2020-12-01", "2021-04-01",
+	"2021-08-01", "2021-12-01", "2022-03-02", "2022-07-02", "2023-01-02", "2023-04-02", "2023-10-02",
+	"2024-03-02", "2025-01-02", "2026-03-02", "2026-03-04-preview", "2026-05-01-preview",
+	"2026-06-01-preview",
 }}
 
 // Operation kinds.

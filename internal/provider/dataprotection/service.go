@@ -17,11 +17,15 @@ import (
 )
 
 // Versions are the Microsoft.DataProtection api-versions accepted: every
-// stable version from 2021-01-01 to 2026-06-01.
+// version Azure publishes, stable and preview, from 2021-01-01 on.
 var Versions = arm.APIVersions{Provider: "Microsoft.DataProtection", Versions: []string{
-	"2021-01-01", "2021-07-01", "2022-01-01", "2022-03-01", "2022-04-01", "2022-05-01", "2022-12-01",
-	"2023-01-01", "2023-05-01", "2023-11-01", "2023-12-01", "2024-03-01", "2024-04-01", "2025-01-01",
-	"2025-02-01", "2025-07-01", "2025-09-01", "2026-03-01", "2026-06-01",
+	"2021-01-01", "2021-02-01-preview", "2021-06-01-preview", "2021-07-01", "2021-10-01-preview",
+	"2021-12-01-preview", "2022-01-01", "2022-02-01-preview", "2022-03-01", "2022-03-31-preview",
+	"2022-04-01", "2022-05-01", "2022-09-01-preview", "2022-10-01-preview", "2022-11-01-preview",
+	"2022-12-01", "2023-01-01", "2023-04-01-preview", "2023-05-01", "2023-06-01-preview",
+	"2023-08-01", "2023-08-01-preview", "2023-11-01", "2023-12-01", "2024-02-01-preview",
+	"2024-03-01", "2024-04-01", "2025-01-01", "2025-02-01", "2025-07-01", "2025-09-01", "2026-03-01",
+	"2026-04-01-preview", "2026-06-01", "2026-08-31-preview",
 }}
 
 // Service serves Microsoft.DataProtection: it parses and checks requests,

@@ -16,11 +16,13 @@ import (
 	"github.com/google/uuid"
 )
 
-// Versions are the Microsoft.Resources api-versions served: 2021-04-01 and
-// what current SDKs (armresources v3: 2025-04-01) and tools send.
+// Versions are the Microsoft.Resources api-versions served for resource
+// groups: every version of the resources swagger Azure publishes.
 var Versions = arm.APIVersions{Provider: "Microsoft.Resources", Versions: []string{
-	"2019-05-01", "2019-10-01", "2020-06-01", "2020-10-01", "2021-01-01", "2021-04-01", "2022-09-01",
-	"2023-07-01", "2024-03-01", "2024-07-01", "2024-11-01", "2025-03-01", "2025-04-01",
+	"2015-11-01", "2016-02-01", "2016-07-01", "2016-09-01", "2017-05-10", "2018-02-01", "2018-05-01",
+	"2019-03-01", "2019-05-01", "2019-05-10", "2019-07-01", "2019-08-01", "2019-10-01", "2020-06-01",
+	"2020-08-01", "2020-10-01", "2021-01-01", "2021-04-01", "2022-09-01", "2023-07-01", "2024-03-01",
+	"2024-07-01", "2024-11-01", "2025-03-01", "2025-04-01",
 }}
 
 // GroupType is the ARM type of a resource group.
