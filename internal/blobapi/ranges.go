@@ -80,7 +80,13 @@ func pageRanges(in []Range, lo, hi int64) []Range {
 		}
 		start := max(r.Off, 0)
 		start = start / PageSize * PageSize
-		end = min((end+PageSize-1)/PageSize*PageSize, hi)
+		// Rounded up to a page, or cut at hi where rounding up would
+		// pass it (or overflow, for an end near the largest offset).
+		if up := end + (PageSize-end%PageSize)%PageSize; up >= end && up < hi {
+			end = up
+		} else {
+			end = hi
+		}
 		start, end = max(start, lo), min(end, hi)
 		if start < end {
 			out = append(out, Range{Off: start, Len: end - start})

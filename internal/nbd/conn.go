@@ -85,6 +85,13 @@ func (c *conn) serve() {
 	if c.stopping.Load() {
 		return
 	}
+	// Registered before the handshake: it can enter an export and still
+	// fail (the client hangs up before the export's reply is flushed).
+	defer func() {
+		if c.release != nil {
+			c.release()
+		}
+	}()
 	ok, err := c.handshake(ctx)
 	if err != nil {
 		if !c.stopping.Load() && !errors.Is(err, io.EOF) {
@@ -95,11 +102,6 @@ func (c *conn) serve() {
 	if !ok {
 		return
 	}
-	defer func() {
-		if c.release != nil {
-			c.release()
-		}
-	}()
 	_ = c.raw.SetDeadline(time.Time{})
 	if c.stopping.Load() { // Shutdown raced with the handshake
 		_ = c.raw.SetReadDeadline(time.Now())
