@@ -174,25 +174,40 @@ func (s *Service) StartAdHocBackup(ctx context.Context, instanceID string, o AdH
 // found and recorded, an unfinished one is finished or, if its point in
 // time was lost, taken again; the job ends once.
 func (s *Service) run(ctx context.Context, in runInput) (any, error) {
-	job, err := LoadJob(ctx, s.Store, in.JobID)
+	return s.runJob(ctx, in.JobID, func(job JobResource) error {
+		point, err := s.backUp(ctx, in, job)
+		if err == nil {
+			s.log().Info("backup", "instance", in.InstanceID, "recovery_point", point.Name, "job", job.Name)
+		}
+		return err
+	})
+}
+
+// runJob runs work for the job jobID once. A job that has ended already
+// (an earlier attempt finished it) returns its outcome; a transient
+// failure is returned for the runner to try again; any other failure ends
+// the job Failed with its user error, which the operation reports too.
+// work ends the job itself on success, in the transaction that records
+// what it made.
+func (s *Service) runJob(ctx context.Context, jobID string, work func(JobResource) error) (any, error) {
+	job, err := LoadJob(ctx, s.Store, jobID)
 	if err != nil {
 		return nil, err
 	}
 	if job.Properties.Status != JobInProgress {
 		return jobInfo(job.ID), jobFailure(job)
 	}
-	activity := job.Properties.ActivityID
-	point, err := s.backUp(ctx, in, job)
-	if err != nil && (errs.Is(err, errs.Transient) || errs.KindOf(err) == errs.Internal && ctx.Err() != nil) {
-		return nil, err // the runner tries again
+	err = work(job)
+	if err != nil && (errs.Is(err, errs.Transient) || ctx.Err() != nil) {
+		return nil, err
 	}
 	if err != nil {
-		if e := s.Store.InTx(ctx, func(tx meta.Tx) error { return s.endJob(ctx, tx, job.ID, userFailure(err, activity), nil) }); e != nil {
+		failure := userFailure(err, job.Properties.ActivityID)
+		if e := s.Store.InTx(ctx, func(tx meta.Tx) error { return s.endJob(ctx, tx, job.ID, failure, nil) }); e != nil {
 			return nil, e
 		}
-		return nil, userFailure(err, activity)
+		return nil, failure
 	}
-	s.log().Info("backup", "instance", in.InstanceID, "recovery_point", point.Name, "job", job.Name)
 	return jobInfo(job.ID), nil
 }
 

@@ -264,31 +264,16 @@ func (s *Service) StartRestore(ctx context.Context, instanceID string, r Restore
 // is usable when the job completes and hydrates in the background. Rerun
 // after a crash it finishes the disk it began.
 func (s *Service) restore(ctx context.Context, in restoreInput) (any, error) {
-	job, err := LoadJob(ctx, s.Store, in.JobID)
-	if err != nil {
-		return nil, err
-	}
-	if job.Properties.Status != JobInProgress {
-		return jobInfo(job.ID), jobFailure(job)
-	}
-	activity := job.Properties.ActivityID
-	plan, err := s.checkRestore(ctx, s.Store, in.InstanceID, in.Request, activity, job.ID)
-	if err == nil {
-		_, err = s.Snapshots.CreateFromSnapshot(ctx, disk.FromSnapshotRequest{ID: plan.target, SnapshotID: plan.point.SnapshotID, CreatedBy: job.ID,
-			SKU: plan.point.DiskSKU, SizeBytes: plan.point.DiskSizeBytes, Principal: auth.Principal{ObjectID: plan.principal}})
-	}
-	if err != nil && errs.Is(err, errs.Transient) {
-		return nil, err
-	}
-	failure := error(nil)
-	if err != nil {
-		failure = userFailure(err, activity)
-	}
-	if e := s.Store.InTx(ctx, func(tx meta.Tx) error { return s.endJob(ctx, tx, job.ID, failure, nil) }); e != nil {
-		return nil, e
-	}
-	if failure != nil {
-		return nil, failure
-	}
-	return jobInfo(job.ID), nil
+	return s.runJob(ctx, in.JobID, func(job JobResource) error {
+		plan, err := s.checkRestore(ctx, s.Store, in.InstanceID, in.Request, job.Properties.ActivityID, job.ID)
+		if err != nil {
+			return err
+		}
+		if _, err := s.Snapshots.CreateFromSnapshot(ctx, disk.FromSnapshotRequest{ID: plan.target, SnapshotID: plan.point.SnapshotID,
+			CreatedBy: job.ID, SKU: plan.point.DiskSKU, SizeBytes: plan.point.DiskSizeBytes,
+			Principal: auth.Principal{ObjectID: plan.principal}}); err != nil {
+			return err
+		}
+		return s.Store.InTx(ctx, func(tx meta.Tx) error { return s.endJob(ctx, tx, job.ID, nil, nil) })
+	})
 }

@@ -597,7 +597,8 @@ func (t queries) SetTime(ctx context.Context, id, kind, owner string, at time.Ti
 	return err
 }
 
-func (t queries) ListTimes(ctx context.Context, q TimeQuery) ([]Timed, error) {
+// where is the condition of q's kind, owner and window, on resource_times t.
+func (q TimeQuery) where() ([]string, []any) {
 	conds := []string{"t.kind = ?"}
 	args := []any{q.Kind}
 	if q.Owner != "" {
@@ -612,6 +613,11 @@ func (t queries) ListTimes(ctx context.Context, q TimeQuery) ([]Timed, error) {
 		conds = append(conds, "t.at_ns <= ?")
 		args = append(args, q.To.UnixNano())
 	}
+	return conds, args
+}
+
+func (t queries) ListTimes(ctx context.Context, q TimeQuery) ([]Timed, error) {
+	conds, args := q.where()
 	order := "ASC"
 	if q.Desc {
 		order = "DESC"
@@ -649,20 +655,7 @@ func (t queries) ListTimes(ctx context.Context, q TimeQuery) ([]Timed, error) {
 }
 
 func (t queries) CountTimes(ctx context.Context, q TimeQuery) (int, error) {
-	conds := []string{"t.kind = ?"}
-	args := []any{q.Kind}
-	if q.Owner != "" {
-		conds = append(conds, "t.owner_key = ?")
-		args = append(args, key(q.Owner))
-	}
-	if !q.From.IsZero() {
-		conds = append(conds, "t.at_ns >= ?")
-		args = append(args, q.From.UnixNano())
-	}
-	if !q.To.IsZero() {
-		conds = append(conds, "t.at_ns <= ?")
-		args = append(args, q.To.UnixNano())
-	}
+	conds, args := q.where()
 	var n int
 	err := t.q.QueryRowContext(ctx, t.rebind(`SELECT COUNT(*) FROM resource_times t JOIN resources r ON r.id_key = t.id_key
 		WHERE `+strings.Join(conds, " AND ")), args...).Scan(&n)
