@@ -513,8 +513,8 @@ func (s *Service) expire(ctx context.Context, id string) (bool, error) {
 	}
 	instance := id[:strings.LastIndex(id, "/recoveryPoints/")]
 	bi, err := s.LoadInstance(ctx, s.Store, instance)
-	if err == nil && bi.Properties.CurrentProtectionState == StateStopped {
-		return false, nil
+	if err == nil && (bi.Properties.CurrentProtectionState == StateStopped || bi.SoftDeleted()) {
+		return false, nil // kept until protection resumes, or the purge
 	}
 	newest, err := s.Store.ListTimes(ctx, meta.TimeQuery{Kind: timePoint, Owner: instance, Desc: true, Limit: 1})
 	if err != nil {
@@ -556,6 +556,9 @@ func (s *Service) Run(ctx context.Context) {
 		}
 		if _, err := s.ExpireDue(ctx); err != nil && ctx.Err() == nil {
 			s.log().Error("expire recovery points", "err", err)
+		}
+		if _, err := s.PurgeDue(ctx); err != nil && ctx.Err() == nil {
+			s.log().Error("purge soft-deleted backup instances", "err", err)
 		}
 		wait := time.Minute
 		if next, err := s.NextDue(ctx); err == nil && !next.IsZero() {

@@ -501,3 +501,87 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
+
+// TestSoftDeleteKeepsThenPurges: in a vault with soft delete on, deleting an
+// instance keeps its points and snapshots, and stops its backups; undelete
+// brings it back stopped; deleted again and left, it is purged when its
+// retention runs out, and a collection frees its chunks.
+func TestSoftDeleteKeepsThenPurges(t *testing.T) {
+	start := time.Date(2026, 3, 1, 9, 30, 0, 0, time.UTC)
+	e := newEnv(t, start)
+	v, err := backup.LoadVault(e.ctx, e.store, e.vault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	days := 14.0
+	v.Properties.SecuritySettings = &backup.SecuritySettings{SoftDeleteSettings: &backup.SoftDeleteSettings{State: "On", RetentionDurationInDays: &days}}
+	e.put(e.vault, backup.VaultType, groups.ID(sub, "rg"), v)
+	for i := 0; i < 3; i++ {
+		e.write(int64(i)<<18, 4096)
+		e.clock.Advance(4 * time.Hour)
+		e.tick()
+	}
+	if n := len(e.points()); n != 3 {
+		t.Fatalf("%d points before the delete", n)
+	}
+	del := func() {
+		t.Helper()
+		if err := e.store.InTx(e.ctx, func(tx meta.Tx) error { _, err := e.svc.StartDelete(e.ctx, tx, e.instance); return err }); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.svc.DeleteInstance(e.ctx, e.instance, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	del()
+	if _, err := e.svc.Instance(e.ctx, e.store, e.instance); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("a soft-deleted instance is still visible: %v", err)
+	}
+	bi, err := e.svc.Deleted(e.ctx, e.vault, "bi")
+	if err != nil || bi.Properties.DeletionInfo == nil || !bi.Properties.DeletionInfo.ScheduledPurgeTime.Equal(e.clock.Now().Add(14*24*time.Hour)) {
+		t.Fatalf("deleted instance: %+v %v", bi.Properties, err)
+	}
+	// No backups while deleted; nothing expires either.
+	e.clock.Advance(10 * 24 * time.Hour)
+	e.tick()
+	if n := len(e.points()); n != 3 {
+		t.Fatalf("%d points ten days after a soft delete, want the 3 kept", n)
+	}
+	if err := e.svc.Undelete(e.ctx, e.instance); err != nil {
+		t.Fatal(err)
+	}
+	bi, err = e.svc.Instance(e.ctx, e.store, e.instance)
+	if err != nil || bi.Properties.CurrentProtectionState != backup.StateStopped {
+		t.Fatalf("after undelete: %+v %v", bi.Properties, err)
+	}
+	if err := e.svc.ChangeState(e.ctx, e.instance, "resumeProtection"); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(4 * time.Hour)
+	e.tick()
+	// Retention runs again: the points older than 7 days go, but the
+	// newest, just taken, stays.
+	pts := e.points()
+	if len(pts) == 0 || !pts[len(pts)-1].Properties.RecoveryPointTime.Equal(e.clock.Now()) {
+		for _, p := range pts {
+			t.Logf("point %s expires %s", p.Properties.RecoveryPointTime, p.Properties.ExpiryTime)
+		}
+		t.Fatalf("no new point after resuming at %s", e.clock.Now())
+	}
+	del()
+	e.clock.Advance(14*24*time.Hour + time.Minute)
+	if n, err := e.svc.PurgeDue(e.ctx); err != nil || n != 1 {
+		t.Fatalf("purge: %d, %v", n, err)
+	}
+	if _, err := e.svc.Deleted(e.ctx, e.vault, "bi"); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("purged instance still there: %v", err)
+	}
+	page, err := e.store.ListResources(e.ctx, meta.Query{Type: disk.SnapshotType, Limit: 100})
+	if err != nil || len(page.Items) != 0 {
+		t.Fatalf("snapshots after the purge: %d %v", len(page.Items), err)
+	}
+	stats, err := snapshot.NewCollector(e.chunks, e.inflight, snapshot.CollectorOptions{Grace: -1, Clock: clock.Real{}}).Run(e.ctx)
+	if err != nil || stats.Deleted == 0 || stats.Marked != 0 {
+		t.Fatalf("collection after the purge: %+v %v", stats, err)
+	}
+}

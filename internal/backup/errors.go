@@ -84,9 +84,13 @@ func alreadyProtected(bi meta.BackupInstanceIndex, activityID string) error {
 	vault := bi.ID[:strings.LastIndex(strings.ToLower(bi.ID), "/backupinstances/")]
 	name := bi.ID[strings.LastIndex(bi.ID, "/")+1:]
 	msg := "Datasource is already protected under the Backup vault " + vault + "."
+	action := "Delete the backup instance " + name + " from the Backup vault " + vault + " to re-protect the datasource in any other vault."
+	if bi.State == StateSoftDeleted {
+		msg = "Datasource is protected by the soft-deleted backup instance " + name + " of the Backup vault " + vault + "."
+		action = "Undelete the backup instance " + name + " in the Backup vault " + vault + " and use it, or wait until it is purged."
+	}
 	return UserError(errs.Invalid, "UserErrorDppDatasourceAlreadyProtected", msg, UserFacingError{
-		RecommendedAction: []string{"Delete the backup instance " + name + " from the Backup vault " + vault +
-			" to re-protect the datasource in any other vault."},
-		Properties: map[string]string{"ActivityId": activityID},
+		RecommendedAction: []string{action},
+		Properties:        map[string]string{"ActivityId": activityID},
 	})
 }

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"strings"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/arm"
 	"github.com/coffer-backup/coffer/internal/errs"
@@ -37,6 +38,9 @@ type BackupInstance struct {
 	CurrentProtectionState string            `json:"currentProtectionState,omitempty"`
 	ProtectionErrorDetails *UserFacingError  `json:"protectionErrorDetails,omitempty"`
 	ProvisioningState      string            `json:"provisioningState,omitempty"`
+	// DeletionInfo is set while the instance is soft-deleted: gone from the
+	// vault's instances, its recovery points kept until the purge.
+	DeletionInfo *DeletionInfo `json:"deletionInfo,omitempty"`
 	// IdentityDetails says which vault identity protects the disk; only
 	// the system-assigned one exists here.
 	IdentityDetails *IdentityDetails `json:"identityDetails,omitempty"`
@@ -186,3 +190,15 @@ func parseID(id string) (arm.ResourceID, bool) {
 func normalizeLocation(l string) string {
 	return strings.ToLower(strings.ReplaceAll(strings.TrimSpace(l), " ", ""))
 }
+
+// DeletionInfo says when a soft-deleted instance was deleted and when it
+// is purged.
+type DeletionInfo struct {
+	DeletionTime       time.Time `json:"deletionTime"`
+	BillingEndDate     time.Time `json:"billingEndDate"`
+	ScheduledPurgeTime time.Time `json:"scheduledPurgeTime"`
+	DeleteActivityID   string    `json:"deleteActivityID"`
+}
+
+// SoftDeleted reports whether the instance is soft-deleted.
+func (bi InstanceResource) SoftDeleted() bool { return bi.Properties.DeletionInfo != nil }

@@ -26,6 +26,7 @@ const (
 	timePoint    = "recoveryPoint" // a recovery point, owned by its instance, at its time
 	timeExpiry   = "pointExpiry"   // a recovery point, owned by its instance, when it expires
 	timeNextSlot = "nextSlot"      // an instance, at its next scheduled backup
+	timePurge    = "purge"         // a soft-deleted instance, when it is purged
 )
 
 // Job statuses, as the service spells them.

@@ -222,7 +222,7 @@ func (s *Service) StartRestore(ctx context.Context, instanceID string, r Restore
 	var job JobResource
 	var op meta.Operation
 	err := s.Store.InTx(ctx, func(tx meta.Tx) error {
-		bi, err := s.LoadInstance(ctx, tx, instanceID)
+		bi, err := s.Instance(ctx, tx, instanceID)
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/clock"
 	"github.com/coffer-backup/coffer/internal/errs"
@@ -146,6 +147,10 @@ func (s *Service) PutInstance(ctx context.Context, tx meta.Tx, in InstanceReques
 	}
 	prev, err := s.LoadInstance(ctx, tx, id)
 	switch {
+	case err == nil && prev.SoftDeleted():
+		return InstanceResource{}, false, errs.E(errs.Conflict, "UserErrorBackupInstanceSoftDeleted",
+			"The backup instance '%s' is soft-deleted; undelete it (deletedBackupInstances/%s/undelete) or wait until it is purged at %s.",
+			prev.Name, prev.Name, prev.Properties.DeletionInfo.ScheduledPurgeTime.Format(time.RFC3339))
 	case err == nil:
 		if datasourceKey(&prev.Properties) != datasourceKey(&props) {
 			return InstanceResource{}, false, invalid("UserErrorDatasourceChangeNotAllowed", "properties.dataSourceInfo.resourceID",
@@ -243,33 +248,171 @@ func (s *Service) ChangeState(ctx context.Context, instanceID, action string) er
 // StartDelete marks the instance id Deleting in tx; the caller enqueues the
 // DeleteInstance that finishes.
 func (s *Service) StartDelete(ctx context.Context, tx meta.Tx, id string) (InstanceResource, error) {
-	bi, err := s.LoadInstance(ctx, tx, id)
+	bi, err := s.Instance(ctx, tx, id)
 	if err != nil {
 		return InstanceResource{}, err
+	}
+	// An immutable vault without soft delete would destroy recovery points
+	// before their time: refused while any is unexpired.
+	if v, err := LoadVault(ctx, tx, vaultOf(bi.ID)); err == nil && v.Immutable() {
+		if _, soft := v.softDeleteDays(); !soft {
+			n, err := tx.CountTimes(ctx, meta.TimeQuery{Kind: timeExpiry, Owner: bi.ID, From: s.Clock.Now()})
+			if err != nil {
+				return InstanceResource{}, err
+			}
+			if n > 0 {
+				return InstanceResource{}, errs.E(errs.Conflict, "UserErrorImmutableVaultOperationNotAllowed",
+					"The vault's immutability is on and the backup instance '%s' has %d recovery points that have not expired; it can be deleted once they have, or stop protection and retain its data.", bi.Name, n)
+			}
+		}
 	}
 	bi.Properties.ProvisioningState = "Deleting"
 	return bi, s.saveInstance(ctx, tx, bi)
 }
 
-// DeleteInstance deletes the instance and its backup data. It is
-// idempotent: an instance already gone is success.
-func (s *Service) DeleteInstance(ctx context.Context, instanceID string) error {
+// DeleteInstance deletes the instance. In a vault whose soft delete is on
+// it is soft-deleted: it leaves the vault's instances, stops being backed
+// up, and keeps its recovery points and snapshots until its purge time
+// (retentionDurationInDays on), when PurgeDue deletes them; Undelete brings
+// it back before then. Otherwise it and its backup data go now. It is
+// idempotent: an instance already gone, or already soft-deleted, is
+// success.
+func (s *Service) DeleteInstance(ctx context.Context, instanceID, activity string) error {
 	bi, err := s.LoadInstance(ctx, s.Store, instanceID)
-	if errs.Is(err, errs.NotFound) {
+	if errs.Is(err, errs.NotFound) || err == nil && bi.SoftDeleted() {
 		return nil // an earlier attempt finished
 	}
 	if err != nil {
 		return err
 	}
-	// Backup data goes first: a crash after it leaves the instance, and the
-	// next attempt deletes (nothing more) and then the instance.
+	v, err := LoadVault(ctx, s.Store, vaultOf(bi.ID))
+	if err != nil && !errs.Is(err, errs.NotFound) {
+		return err
+	}
+	if days, on := v.softDeleteDays(); err == nil && on {
+		return s.Store.InTx(ctx, func(tx meta.Tx) error {
+			bi, err := s.LoadInstance(ctx, tx, instanceID)
+			if err != nil || bi.SoftDeleted() {
+				return err
+			}
+			now := s.Clock.Now().UTC()
+			purge := now.Add(time.Duration(days) * 24 * time.Hour)
+			bi.Properties.DeletionInfo = &DeletionInfo{DeletionTime: now, BillingEndDate: now, ScheduledPurgeTime: purge, DeleteActivityID: activity}
+			bi.Properties.CurrentProtectionState = StateSoftDeleted
+			bi.Properties.ProtectionStatus = &ProtectionStatus{Status: StateSoftDeleted}
+			bi.Properties.ProvisioningState = "SoftDeleted"
+			if err := tx.SetTime(ctx, bi.ID, timeNextSlot, "", time.Time{}); err != nil {
+				return err
+			}
+			if err := tx.SetTime(ctx, bi.ID, timePurge, "", purge); err != nil {
+				return err
+			}
+			return s.saveInstance(ctx, tx, bi)
+		})
+	}
+	return s.purge(ctx, bi)
+}
+
+// purge deletes an instance and its backup data: each recovery point's
+// snapshot (the points are the source of truth; a user may have retagged a
+// snapshot), then any snapshot still tagged with the instance, then the
+// rows. A crash in between leaves the instance, and the next attempt
+// carries on.
+func (s *Service) purge(ctx context.Context, bi InstanceResource) error {
+	var after *meta.Timed
+	for {
+		points, err := s.Store.ListTimes(ctx, meta.TimeQuery{Kind: timePoint, Owner: bi.ID, After: after, Limit: 200})
+		if err != nil {
+			return err
+		}
+		for _, t := range points {
+			p, err := loadPoint(ctx, s.Store, t.ID)
+			if err != nil && !errs.Is(err, errs.NotFound) {
+				return err
+			}
+			if err == nil && s.Snapshots != nil {
+				if err := s.Snapshots.DeleteSnapshot(ctx, p.SnapshotID); err != nil {
+					return err
+				}
+			}
+		}
+		if len(points) < 200 {
+			break
+		}
+		last := points[len(points)-1]
+		after = &last
+	}
 	if s.Data != nil {
 		if err := s.Data.DeleteSnapshotsTagged(ctx, bi.Properties.SnapshotGroup(), BackupTag, bi.ID); err != nil {
 			return err
 		}
 	}
-	_, err = s.Store.DeleteTree(ctx, bi.ID)
+	_, err := s.Store.DeleteTree(ctx, bi.ID)
 	return err
+}
+
+// Undelete brings back a soft-deleted instance, with its recovery points,
+// as ProtectionStopped: resumeProtection starts its backups again.
+func (s *Service) Undelete(ctx context.Context, instanceID string) error {
+	return s.Store.InTx(ctx, func(tx meta.Tx) error {
+		bi, err := s.LoadInstance(ctx, tx, instanceID)
+		if err != nil || !bi.SoftDeleted() {
+			return err // gone, or an earlier attempt finished
+		}
+		bi.Properties.DeletionInfo = nil
+		bi.Properties.CurrentProtectionState = StateStopped
+		bi.Properties.ProtectionStatus = &ProtectionStatus{Status: StateStopped}
+		bi.Properties.ProvisioningState = "Succeeded"
+		if err := tx.SetTime(ctx, bi.ID, timePurge, "", time.Time{}); err != nil {
+			return err
+		}
+		return s.saveInstance(ctx, tx, bi)
+	})
+}
+
+// Instance reads the backup instance id as clients address it: a
+// soft-deleted instance is not there (it is among the deleted ones).
+func (s *Service) Instance(ctx context.Context, tx meta.Tx, id string) (InstanceResource, error) {
+	bi, err := s.LoadInstance(ctx, tx, id)
+	if err == nil && bi.SoftDeleted() {
+		return InstanceResource{}, errs.E(errs.NotFound, "ResourceNotFound", "The backup instance '%s' was not found in the vault.", bi.Name)
+	}
+	return bi, err
+}
+
+// Deleted reads the soft-deleted instance named name of the vault.
+func (s *Service) Deleted(ctx context.Context, vaultID, name string) (InstanceResource, error) {
+	bi, err := s.LoadInstance(ctx, s.Store, vaultID+"/backupInstances/"+name)
+	if err == nil && !bi.SoftDeleted() {
+		return InstanceResource{}, errs.E(errs.NotFound, "ResourceNotFound", "The deleted backup instance '%s' was not found in the vault.", name)
+	}
+	return bi, err
+}
+
+// PurgeDue purges the soft-deleted instances whose time has come.
+func (s *Service) PurgeDue(ctx context.Context) (int, error) {
+	due, err := s.Store.ListTimes(ctx, meta.TimeQuery{Kind: timePurge, To: s.Clock.Now(), Limit: 200})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, d := range due {
+		bi, err := s.LoadInstance(ctx, s.Store, d.ID)
+		if errs.Is(err, errs.NotFound) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if !bi.SoftDeleted() {
+			continue
+		}
+		if err := s.purge(ctx, bi); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // InstancesUsing returns the names of the backup instances whose policy is

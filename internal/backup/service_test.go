@@ -114,10 +114,10 @@ func TestChangeState(t *testing.T) {
 	if err := s.ChangeState(ctx, bi.ID, "explode"); err == nil || errs.KindOf(err) != errs.Internal {
 		t.Fatalf("unknown action: %v", err)
 	}
-	if err := s.DeleteInstance(ctx, bi.ID); err != nil {
+	if err := s.DeleteInstance(ctx, bi.ID, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteInstance(ctx, bi.ID); err != nil {
+	if err := s.DeleteInstance(ctx, bi.ID, "test"); err != nil {
 		t.Fatalf("deleting again: %v", err)
 	}
 	if idx, _ := s.Store.BackupInstancesOf(ctx, testDisk); len(idx) != 0 {

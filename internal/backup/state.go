@@ -14,6 +14,7 @@ const (
 	StateStopped           = "ProtectionStopped"
 	StateSuspended         = "BackupSchedulesSuspended"
 	StateError             = "ProtectionError"
+	StateSoftDeleted       = "SoftDeleted"
 )
 
 // Action is a change of protection state a client asks for by name.

@@ -90,3 +90,20 @@ func load(ctx context.Context, tx meta.Tx, id string, v any, notFound func() err
 	}
 	return res, json.Unmarshal(res.Body, v)
 }
+
+// softDeleteDays reports whether the vault's soft delete is on and for how
+// many days it keeps a deleted instance (14 unless set).
+func (v Vault) softDeleteDays() (float64, bool) {
+	sec := v.Properties.SecuritySettings
+	if sec == nil || sec.SoftDeleteSettings == nil {
+		return 0, false
+	}
+	sd := sec.SoftDeleteSettings
+	if sd.State != SoftDeleteOn && sd.State != SoftDeleteAlwaysOn {
+		return 0, false
+	}
+	if sd.RetentionDurationInDays != nil {
+		return *sd.RetentionDurationInDays, true
+	}
+	return 14, true
+}

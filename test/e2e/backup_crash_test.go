@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/dataprotection/armdataprotection/v3"
 	"github.com/google/uuid"
 )
 
@@ -326,4 +328,98 @@ func TestGuardedBackupsStay(t *testing.T) {
 	}
 }
 
+var ctx0 = context.Background()
+
 func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+// TestSoftDeleteThroughSDK: in a vault with soft delete on, deleting a
+// backup instance soft-deletes it; the official DeletedBackupInstancesClient
+// lists, gets and undeletes it; it comes back stopped with its recovery
+// points, and after resuming takes a new backup. In an immutable vault
+// without soft delete, a delete that would destroy unexpired points is
+// refused.
+func TestSoftDeleteThroughSDK(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			s := startServer(t, b.db(t))
+			admin := s.token()
+			p := s.protectDisk(t, admin, 1, time.Now().Add(24*time.Hour))
+			const v = "?api-version=2026-06-01"
+			backUp := func() {
+				t.Helper()
+				h, _ := s.mustDo("POST", p.instance+"/backup"+v, admin, `{"backupRuleOptions":{"ruleName":"BackupHourly","triggerOption":{"retentionTagOverride":"Default"}}}`, 202)
+				if st := s.poll(h.Get("Azure-AsyncOperation"), admin); st["status"] != "Succeeded" {
+					t.Fatalf("backup: %v", st)
+				}
+			}
+			backUp()
+
+			// Immutable, no soft delete: the delete is refused, nothing lost.
+			s.mustDo("PATCH", p.vault+v, admin, `{"properties":{"securitySettings":{"immutabilitySettings":{"state":"Unlocked"},"softDeleteSettings":{"state":"Off"}}}}`, 200)
+			if code, _, body := s.do("DELETE", p.instance+v, admin, ""); code != 409 || !strings.Contains(body, "UserErrorImmutableVaultOperationNotAllowed") {
+				t.Fatalf("delete under immutability: %d %s", code, body)
+			}
+			s.mustDo("PATCH", p.vault+v, admin, `{"properties":{"securitySettings":{"immutabilitySettings":{"state":"Disabled"},"softDeleteSettings":{"state":"On","retentionDurationInDays":14}}}}`, 200)
+
+			cred, opts := s.sdk(admin)
+			factory, err := armdataprotection.NewClientFactory(p.sub, cred, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			instances := factory.NewBackupInstancesClient()
+			dp, err := instances.BeginDelete(ctx0, "vaults", "v1", "d1", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := dp.PollUntilDone(ctx0, fastPoll); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := instances.Get(ctx0, "vaults", "v1", "d1", nil); !hasStatus(err, 404, "ResourceNotFound") {
+				t.Fatalf("a soft-deleted instance is still listed as an instance: %v", err)
+			}
+			deleted := factory.NewDeletedBackupInstancesClient()
+			page, err := deleted.NewListPager("vaults", "v1", nil).NextPage(ctx0)
+			if err != nil || len(page.Value) != 1 || *page.Value[0].Name != "d1" {
+				t.Fatalf("deleted instances: %+v %v", page.Value, err)
+			}
+			got, err := deleted.Get(ctx0, "vaults", "v1", "d1", nil)
+			if err != nil || got.Properties.DeletionInfo == nil || got.Properties.DeletionInfo.ScheduledPurgeTime == nil {
+				t.Fatalf("deleted instance: %+v %v", got.Properties, err)
+			}
+			// Its snapshot and point are kept, and the disk cannot be
+			// protected again meanwhile.
+			_, body := s.mustDo("GET", p.snaps+"/providers/Microsoft.Compute/snapshots"+computeAPI, admin, "", 200)
+			if n := strings.Count(body, `"Microsoft.Compute/snapshots"`); n != 1 {
+				t.Fatalf("%d snapshots kept by the soft-deleted instance: %s", n, body)
+			}
+			if code, _, body := s.do("PUT", p.instance+v, admin, `{"properties":{"objectType":"BackupInstance",
+				"dataSourceInfo":{"objectType":"Datasource","resourceID":"`+p.disk+`"},
+				"policyInfo":{"policyId":"`+p.vault+`/backupPolicies/hourly","policyParameters":{"dataStoreParametersList":[{"objectType":"AzureOperationalStoreParameters","dataStoreType":"OperationalStore","resourceGroupId":"`+p.snaps+`"}]}}}}`); code != 409 ||
+				!strings.Contains(body, "UserErrorBackupInstanceSoftDeleted") {
+				t.Fatalf("protecting again under the soft-deleted name: %d %s", code, body)
+			}
+			up, err := deleted.BeginUndelete(ctx0, "vaults", "v1", "d1", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := up.PollUntilDone(ctx0, fastPoll); err != nil {
+				t.Fatal(err)
+			}
+			bi, err := instances.Get(ctx0, "vaults", "v1", "d1", nil)
+			if err != nil || *bi.Properties.CurrentProtectionState != armdataprotection.CurrentProtectionStateProtectionStopped {
+				t.Fatalf("after undelete: %+v %v", bi.Properties, err)
+			}
+			rp, err := instances.BeginResumeProtection(ctx0, "vaults", "v1", "d1", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := rp.PollUntilDone(ctx0, fastPoll); err != nil {
+				t.Fatal(err)
+			}
+			backUp()
+			if n := len(s.pointNames(t, admin, p.instance)); n != 2 {
+				t.Fatalf("%d recovery points after undelete and a new backup", n)
+			}
+		})
+	}
+}

@@ -28,6 +28,12 @@ func (s *Service) backupRoutes(h func(method, pattern, action string, fn arm.Han
 	h(http.MethodPost, instancePath+"/validateRestore", "backupVaults/backupInstances/validateRestore/action", s.validateRestore)
 	h(http.MethodPost, instancePath+"/restore", "backupVaults/backupInstances/restore/action", s.restore)
 	s.Ops.Register(kindValidateRestore, s.runValidateRestore)
+
+	// Soft-deleted instances.
+	h(http.MethodGet, vaultPath+"/deletedBackupInstances", "backupVaults/deletedBackupInstances/read", s.listDeleted)
+	h(http.MethodGet, vaultPath+"/deletedBackupInstances/{backupInstanceName}", "backupVaults/deletedBackupInstances/read", s.getDeleted)
+	h(http.MethodPost, vaultPath+"/deletedBackupInstances/{backupInstanceName}/undelete", "backupVaults/deletedBackupInstances/undelete/action", s.undelete)
+	s.Ops.Register(kindUndelete, s.runUndelete)
 }
 
 func instanceOf(r *arm.Request) string {
@@ -131,7 +137,7 @@ func parseTime(s string) (time.Time, error) {
 }
 
 func (s *Service) listPoints(ctx context.Context, r *arm.Request) (*arm.Response, error) {
-	bi, err := s.Backup.LoadInstance(ctx, s.Store, instanceOf(r))
+	bi, err := s.Backup.Instance(ctx, s.Store, instanceOf(r))
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +157,7 @@ func (s *Service) listPoints(ctx context.Context, r *arm.Request) (*arm.Response
 }
 
 func (s *Service) getPoint(ctx context.Context, r *arm.Request) (*arm.Response, error) {
-	bi, err := s.Backup.LoadInstance(ctx, s.Store, instanceOf(r))
+	bi, err := s.Backup.Instance(ctx, s.Store, instanceOf(r))
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +212,7 @@ func (s *Service) findRestorableTimeRanges(ctx context.Context, r *arm.Request) 
 			return nil, invalid("InvalidParameter", "endTime", "'%s' is not an ISO 8601 time.", in.EndTime)
 		}
 	}
-	bi, err := s.Backup.LoadInstance(ctx, s.Store, instanceOf(r))
+	bi, err := s.Backup.Instance(ctx, s.Store, instanceOf(r))
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +265,7 @@ func (s *Service) validateRestore(ctx context.Context, r *arm.Request) (*arm.Res
 		return nil, err
 	}
 	id := instanceOf(r)
-	if _, err := s.Backup.LoadInstance(ctx, s.Store, id); err != nil {
+	if _, err := s.Backup.Instance(ctx, s.Store, id); err != nil {
 		return nil, err
 	}
 	var op meta.Operation

@@ -122,7 +122,7 @@ func (s *Service) runConfigure(ctx context.Context, op meta.Operation) (any, err
 }
 
 func (s *Service) getInstance(ctx context.Context, r *arm.Request) (*arm.Response, error) {
-	bi, err := s.Backup.LoadInstance(ctx, s.Store, vaultOf(r)+"/backupInstances/"+r.Param("backupInstanceName"))
+	bi, err := s.Backup.Instance(ctx, s.Store, vaultOf(r)+"/backupInstances/"+r.Param("backupInstanceName"))
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +133,8 @@ func (s *Service) listInstances(ctx context.Context, r *arm.Request) (*arm.Respo
 	if _, err := s.loadVault(ctx, s.Store, vaultOf(r)); err != nil {
 		return nil, err
 	}
-	return listUnder[InstanceResource](ctx, s, r, meta.Query{Type: backup.InstanceType, Parent: vaultOf(r)})
+	return listUnder[InstanceResource](ctx, s, r, meta.Query{Type: backup.InstanceType, Parent: vaultOf(r)},
+		func(bi *InstanceResource) bool { return !bi.SoftDeleted() })
 }
 
 type instanceOpInput struct {
@@ -190,7 +191,7 @@ func (s *Service) runDeleteInstance(ctx context.Context, op meta.Operation) (any
 	if err := json.Unmarshal(op.Input, &in); err != nil {
 		return nil, err
 	}
-	return nil, s.Backup.DeleteInstance(ctx, in.InstanceID)
+	return nil, s.Backup.DeleteInstance(ctx, in.InstanceID, op.ID)
 }
 
 func (s *Service) instanceOperationResult(ctx context.Context, r *arm.Request) (*arm.Response, error) {
@@ -218,4 +219,79 @@ func (s *Service) runChangeState(ctx context.Context, op meta.Operation) (any, e
 		return nil, err
 	}
 	return nil, s.Backup.ChangeState(ctx, in.InstanceID, in.Action)
+}
+
+// deletedType is the type of a soft-deleted backup instance.
+const deletedType = "Microsoft.DataProtection/backupVaults/deletedBackupInstances"
+
+// kindUndelete brings a soft-deleted instance back.
+const kindUndelete = "dataprotection.undelete"
+
+// deletedView is a soft-deleted instance as deletedBackupInstances shows it.
+func deletedView(bi InstanceResource) InstanceResource {
+	bi.ID = vaultOfInstance(bi.ID) + "/deletedBackupInstances/" + bi.Name
+	bi.Type = deletedType
+	bi.Properties.ObjectType = "DeletedBackupInstance"
+	return bi
+}
+
+func vaultOfInstance(id string) string {
+	return id[:strings.LastIndex(strings.ToLower(id), "/backupinstances/")]
+}
+
+func (s *Service) listDeleted(ctx context.Context, r *arm.Request) (*arm.Response, error) {
+	if _, err := s.loadVault(ctx, s.Store, vaultOf(r)); err != nil {
+		return nil, err
+	}
+	resp, err := listUnder[InstanceResource](ctx, s, r, meta.Query{Type: backup.InstanceType, Parent: vaultOf(r)},
+		func(bi *InstanceResource) bool {
+			if !bi.SoftDeleted() {
+				return false
+			}
+			*bi = deletedView(*bi)
+			return true
+		})
+	return resp, err
+}
+
+func (s *Service) getDeleted(ctx context.Context, r *arm.Request) (*arm.Response, error) {
+	if _, err := s.loadVault(ctx, s.Store, vaultOf(r)); err != nil {
+		return nil, err
+	}
+	bi, err := s.Backup.Deleted(ctx, vaultOf(r), r.Param("backupInstanceName"))
+	if err != nil {
+		return nil, err
+	}
+	return arm.OK(deletedView(bi)), nil
+}
+
+func (s *Service) undelete(ctx context.Context, r *arm.Request) (*arm.Response, error) {
+	v, err := s.loadVault(ctx, s.Store, vaultOf(r))
+	if err != nil {
+		return nil, err
+	}
+	bi, err := s.Backup.Deleted(ctx, v.ID, r.Param("backupInstanceName"))
+	if err != nil {
+		return nil, err
+	}
+	var opID string
+	err = s.Store.InTx(ctx, func(tx meta.Tx) error {
+		var err error
+		_, opID, err = s.enqueue(ctx, tx, kindUndelete, bi.ID, instanceOpInput{VaultID: v.ID, InstanceID: bi.ID})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.Ops.Wake()
+	sub := r.Param("subscriptionId")
+	return arm.Accepted(http.StatusAccepted, nil, statusURL(r, sub, v.Location, opID), resultURL(r, sub, v.Location, opID), 10), nil
+}
+
+func (s *Service) runUndelete(ctx context.Context, op meta.Operation) (any, error) {
+	var in instanceOpInput
+	if err := json.Unmarshal(op.Input, &in); err != nil {
+		return nil, err
+	}
+	return nil, s.Backup.Undelete(ctx, in.InstanceID)
 }

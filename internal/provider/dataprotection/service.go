@@ -137,7 +137,7 @@ func (s *Service) save(ctx context.Context, tx meta.Tx, id, typ, name, parent st
 }
 
 // listUnder lists one page of resources of typ under parent.
-func listUnder[T any](ctx context.Context, s *Service, r *arm.Request, q meta.Query) (*arm.Response, error) {
+func listUnder[T any](ctx context.Context, s *Service, r *arm.Request, q meta.Query, keep ...func(*T) bool) (*arm.Response, error) {
 	after, limit, err := r.PageArgs()
 	if err != nil {
 		return nil, err
@@ -152,6 +152,9 @@ func listUnder[T any](ctx context.Context, s *Service, r *arm.Request, q meta.Qu
 		var v T
 		if err := json.Unmarshal(res.Body, &v); err != nil {
 			return nil, err
+		}
+		if len(keep) > 0 && !keep[0](&v) {
+			continue
 		}
 		items = append(items, v)
 	}
