@@ -44,6 +44,11 @@ const (
 	// the last 24 hours.
 	MaxAdHocBackupsPerDay = 10
 	MaxRestoresPerDay     = 10
+	// MaxOnDemandPoints is how many recovery points of on-demand backups a
+	// disk keeps at once; its scheduled ones are at most 450 (the policy
+	// check), and Microsoft.Compute caps all its incremental snapshots,
+	// manual ones included, at 500.
+	MaxOnDemandPoints = 50
 )
 
 // RecoveryPointTag marks a backup's snapshot with its recovery point's
@@ -146,6 +151,12 @@ func (s *Service) StartAdHocBackup(ctx context.Context, instanceID string, o AdH
 		if n >= MaxAdHocBackupsPerDay {
 			return errs.E(errs.Invalid, "UserErrorMaxAdhocBackupLimitReached",
 				"The backup instance has had %d on-demand backups in the last 24 hours, the most allowed; try again later.", n)
+		}
+		if kept, err := tx.CountTimes(ctx, meta.TimeQuery{Kind: timeAdHocPt, Owner: bi.ID}); err != nil {
+			return err
+		} else if kept >= MaxOnDemandPoints {
+			return errs.E(errs.Invalid, "UserErrorMaxOnDemandRecoveryPointsReached",
+				"The backup instance keeps %d recovery points of on-demand backups, the most a disk may; wait for some to expire.", kept)
 		}
 		name := uuid.NewString()
 		job = s.newJob(bi, name, "Backup", activity, true)
@@ -323,7 +334,7 @@ func (s *Service) backUp(ctx context.Context, in runInput, job JobResource) (poi
 				RecoveryPointDataStoresDetails: []DataStoreDetail{{ID: snap.Properties.UniqueID, Type: "OperationalStore",
 					CreationTime: taken, ExpiryTime: ret.Expires, MetaData: "", Visible: true, State: "COMMITTED"}},
 				ExpiryTime: ret.Expires, RecoveryPointState: "Completed"}},
-			SnapshotID: snap.ID, DiskSizeBytes: size, DiskSKU: sku}
+			SnapshotID: snap.ID, DiskSizeBytes: size, DiskSKU: sku, AdHoc: in.Slot.IsZero()}
 		if err := s.savePoint(ctx, tx, point); err != nil {
 			return err
 		}

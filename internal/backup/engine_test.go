@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -583,5 +584,40 @@ func TestSoftDeleteKeepsThenPurges(t *testing.T) {
 	stats, err := snapshot.NewCollector(e.chunks, e.inflight, snapshot.CollectorOptions{Grace: -1, Clock: clock.Real{}}).Run(e.ctx)
 	if err != nil || stats.Deleted == 0 || stats.Marked != 0 {
 		t.Fatalf("collection after the purge: %+v %v", stats, err)
+	}
+}
+
+// TestOnDemandPointLimit: a disk keeps at most 50 recovery points of
+// on-demand backups; the 51st is refused until some expire.
+func TestOnDemandPointLimit(t *testing.T) {
+	e := newEnv(t, time.Date(2026, 3, 1, 9, 30, 0, 0, time.UTC))
+	opts := backup.AdHocOptions{RuleName: "BackupHourly"}
+	opts.TriggerOption = &struct {
+		RetentionTagOverride string `json:"retentionTagOverride"`
+	}{"Daily"}
+	for day := 0; day < 5; day++ {
+		for i := 0; i < backup.MaxAdHocBackupsPerDay; i++ {
+			e.clock.Advance(time.Minute)
+			if _, _, err := e.svc.StartAdHocBackup(e.ctx, e.instance, opts, "test"); err != nil {
+				t.Fatalf("day %d, backup %d: %v", day, i, err)
+			}
+			if _, err := e.runner.RunDue(e.ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.clock.Advance(24 * time.Hour)
+	}
+	_, _, err := e.svc.StartAdHocBackup(e.ctx, e.instance, opts, "test")
+	var ee *errs.Error
+	if !errors.As(err, &ee) || ee.Code != "UserErrorMaxOnDemandRecoveryPointsReached" {
+		t.Fatalf("the 51st on-demand point: %v", err)
+	}
+	// A month on, they have expired (Daily keeps 30 days): room again.
+	e.clock.Advance(30 * 24 * time.Hour)
+	if _, err := e.svc.ExpireDue(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.svc.StartAdHocBackup(e.ctx, e.instance, opts, "test"); err != nil {
+		t.Fatalf("after expiry: %v", err)
 	}
 }

@@ -25,6 +25,7 @@ const (
 	timeRestore  = "restoreJob"    // a restore job, owned by its instance, at its start: the daily limit
 	timePoint    = "recoveryPoint" // a recovery point, owned by its instance, at its time
 	timeExpiry   = "pointExpiry"   // a recovery point, owned by its instance, when it expires
+	timeAdHocPt  = "adHocPoint"    // an ad hoc backup's recovery point, owned by its instance: the 50 on-demand
 	timeNextSlot = "nextSlot"      // an instance, at its next scheduled backup
 	timePurge    = "purge"         // a soft-deleted instance, when it is purged
 )
@@ -141,6 +142,9 @@ type pointRecord struct {
 	SnapshotID    string `json:"cofferSnapshotId"`
 	DiskSizeBytes int64  `json:"cofferDiskSizeBytes"`
 	DiskSKU       string `json:"cofferDiskSku"`
+	// AdHoc marks a point an on-demand backup made: a disk keeps at most
+	// MaxOnDemandPoints of them, beside its scheduled ones.
+	AdHoc bool `json:"cofferAdHoc,omitempty"`
 }
 
 func saveResource(ctx context.Context, tx meta.Tx, id, typ, name, parent string, now time.Time, v any) error {
@@ -347,6 +351,11 @@ func (s *Service) savePoint(ctx context.Context, tx meta.Tx, p pointRecord) erro
 	}
 	if err := tx.SetLabel(ctx, p.ID, pointSnapshotLabel, p.SnapshotID); err != nil {
 		return err
+	}
+	if p.AdHoc {
+		if err := tx.SetTime(ctx, p.ID, timeAdHocPt, instance, p.Properties.RecoveryPointTime); err != nil {
+			return err
+		}
 	}
 	return tx.SetTime(ctx, p.ID, timeExpiry, instance, p.Properties.ExpiryTime)
 }
