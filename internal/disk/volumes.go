@@ -59,18 +59,23 @@ func (v *Volumes) Ensure(uniqueID string, size int64) error {
 	if err := checkUniqueID(uniqueID); err != nil {
 		return err
 	}
+	// Created under the registry's lock: volume.Create holds the volume's
+	// file lock while it writes, and a concurrent Open (another operation
+	// on the same disk, a SAS read) would find it locked and fail.
 	v.mu.Lock()
-	ov := v.open[uniqueID]
-	v.mu.Unlock()
-	if ov == nil {
+	if v.open[uniqueID] == nil {
 		created, err := volume.Create(v.Dir(uniqueID), size)
 		if err == nil {
-			return created.Close()
+			err = created.Close()
+			v.mu.Unlock()
+			return err
 		}
 		if !errs.Is(err, errs.Conflict) {
+			v.mu.Unlock()
 			return err
 		}
 	}
+	v.mu.Unlock()
 	vol, err := v.Open(uniqueID)
 	if err != nil {
 		return err
@@ -122,9 +127,8 @@ func (v *Volumes) EnsureBacked(uniqueID string, size int64, backing string) erro
 		return err
 	}
 	v.mu.Lock()
-	ov := v.open[uniqueID]
-	v.mu.Unlock()
-	if ov != nil {
+	defer v.mu.Unlock()
+	if v.open[uniqueID] != nil {
 		return nil
 	}
 	created, err := volume.CreateBacked(v.Dir(uniqueID), size, backing)

@@ -137,3 +137,40 @@ func TestSASKeyIsCreatedOnce(t *testing.T) {
 		t.Fatal("a short key was accepted")
 	}
 }
+
+// TestEnsureConcurrently: operations that provision one disk at once (a PUT
+// and its update) all succeed; none finds the volume locked by the other's
+// create.
+func TestEnsureConcurrently(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		vs := NewVolumes(t.TempDir())
+		id := uuid.NewString()
+		var wg sync.WaitGroup
+		errc := make(chan error, 8)
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := vs.Ensure(id, 1<<20); err != nil {
+					errc <- err
+					return
+				}
+				vol, err := vs.Open(id)
+				if err != nil {
+					errc <- err
+					return
+				}
+				errc <- vs.Release(id)
+				_ = vol
+			}()
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		vs.Close()
+	}
+}
