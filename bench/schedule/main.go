@@ -46,7 +46,7 @@ const (
 func main() {
 	var c config
 	flag.StringVar(&c.endpoint, "endpoint", "", "coffer's ARM endpoint, https://host:port")
-	flag.StringVar(&c.token, "token", "", "bearer token of an administrator")
+	flag.StringVar(&c.token, "token", os.Getenv("COFFER_TOKEN"), "bearer token of an administrator (default $COFFER_TOKEN)")
 	flag.StringVar(&c.cacert, "cacert", "", "PEM certificate to trust")
 	flag.IntVar(&c.n, "n", 5000, "protected disks")
 	flag.IntVar(&c.setupConc, "setup-concurrency", 16, "requests in flight during setup")
@@ -529,8 +529,9 @@ func run(ctx context.Context, cfg config) error {
 		if len(last) >= expected && done == len(last) || time.Now().After(deadline) {
 			break
 		}
-		// Listing every job is itself load; keep it a small share.
-		time.Sleep(max(5*time.Second, 4*took))
+		// Listing every job is itself load (one read a job): keep it to
+		// a tenth of the time.
+		time.Sleep(max(5*time.Second, 10*took))
 	}
 	stopLoad()
 	got := <-samples
