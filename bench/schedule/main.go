@@ -234,7 +234,6 @@ func logf(format string, args ...any) {
 // setup is what the benchmark created.
 type setup struct {
 	sub, diskGroup, snapGroup, vault string
-	disks, instances                 []string
 	slot                             time.Time
 	configured                       []time.Time // when each instance's configure was seen to succeed
 	diskRate, instanceRate           float64     // per second, at setup
