@@ -403,68 +403,89 @@ func (s *Service) ScheduleDue(ctx context.Context) (int, error) {
 		if err != nil || len(due) == 0 {
 			return fired, err
 		}
-		for _, d := range due {
-			ok, err := s.fire(ctx, d.ID, d.At, now)
-			if err != nil {
-				return fired, err
+		// A page of slots in one transaction: thousands of instances on
+		// one interval fire together, and one commit a slot would keep the
+		// store's writer from the backups themselves. Should the page fail,
+		// each slot goes on its own, so one bad instance holds up no other.
+		n := 0
+		err = s.Store.InTx(ctx, func(tx meta.Tx) error {
+			n = 0
+			for _, d := range due {
+				ok, err := s.fire(ctx, tx, d.ID, d.At, now)
+				if err != nil {
+					return err
+				}
+				if ok {
+					n++
+				}
 			}
-			if ok {
-				fired++
+			return nil
+		})
+		if err != nil {
+			n = 0
+			for _, d := range due {
+				var ok bool
+				if err := s.Store.InTx(ctx, func(tx meta.Tx) (err error) { ok, err = s.fire(ctx, tx, d.ID, d.At, now); return err }); err != nil {
+					return fired + n, err
+				}
+				if ok {
+					n++
+				}
 			}
 		}
+		fired += n
 		if s.Ops != nil {
 			s.Ops.Wake()
 		}
 	}
 }
 
-func (s *Service) fire(ctx context.Context, instanceID string, due, now time.Time) (bool, error) {
+// fire fires the instance's slot due, in tx, and moves its next slot on;
+// it reports whether it created a backup.
+func (s *Service) fire(ctx context.Context, tx meta.Tx, instanceID string, due, now time.Time) (bool, error) {
+	bi, err := s.LoadInstance(ctx, tx, instanceID)
+	if errs.Is(err, errs.NotFound) {
+		return false, tx.SetTime(ctx, instanceID, timeNextSlot, "", time.Time{})
+	}
+	if err != nil {
+		return false, err
+	}
+	p, err := loadPolicy(ctx, tx, vaultOf(bi.ID), bi.Properties.PolicyInfo.PolicyID, func() error { return errs.E(errs.NotFound, "NotFound", "") })
+	if errs.Is(err, errs.NotFound) {
+		return false, tx.SetTime(ctx, instanceID, timeNextSlot, "", time.Time{})
+	}
+	if err != nil {
+		return false, err
+	}
+	next := p.NextSlot(now)
+	if next.IsZero() {
+		return false, tx.SetTime(ctx, instanceID, timeNextSlot, "", time.Time{})
+	}
 	fired := false
-	err := s.Store.InTx(ctx, func(tx meta.Tx) error {
-		fired = false
-		bi, err := s.LoadInstance(ctx, tx, instanceID)
-		if errs.Is(err, errs.NotFound) {
-			return tx.SetTime(ctx, instanceID, timeNextSlot, "", time.Time{})
+	if bi.Properties.CurrentProtectionState == StateConfigured {
+		// The latest slot at or before now.
+		slot := due
+		for n := p.NextSlot(slot); !n.IsZero() && !n.After(now); n = p.NextSlot(slot) {
+			slot = n
 		}
-		if err != nil {
-			return err
-		}
-		p, err := loadPolicy(ctx, tx, vaultOf(bi.ID), bi.Properties.PolicyInfo.PolicyID, func() error { return errs.E(errs.NotFound, "NotFound", "") })
-		if errs.Is(err, errs.NotFound) {
-			return tx.SetTime(ctx, instanceID, timeNextSlot, "", time.Time{})
-		}
-		if err != nil {
-			return err
-		}
-		next := p.NextSlot(now)
-		if next.IsZero() {
-			return tx.SetTime(ctx, instanceID, timeNextSlot, "", time.Time{})
-		}
-		if bi.Properties.CurrentProtectionState == StateConfigured {
-			// The latest slot at or before now.
-			slot := due
-			for n := p.NextSlot(slot); !n.IsZero() && !n.After(now); n = p.NextSlot(slot) {
-				slot = n
+		name := slotName(bi.ID, slot)
+		if _, err := LoadJob(ctx, tx, jobID(vaultOf(bi.ID), name)); errs.Is(err, errs.NotFound) {
+			// The job starts when it is created: its lateness against the
+			// slot shows as startTime - ScheduledTime.
+			job := s.newJob(bi, name, "Backup", name, false)
+			job.Properties.ExtendedInfo.AdditionalDetails = map[string]string{"ScheduledTime": slot.UTC().Format(time.RFC3339)}
+			if err := s.saveJob(ctx, tx, job); err != nil {
+				return false, err
 			}
-			name := slotName(bi.ID, slot)
-			if _, err := LoadJob(ctx, tx, jobID(vaultOf(bi.ID), name)); errs.Is(err, errs.NotFound) {
-				job := s.newJob(bi, name, "Backup", name, false)
-				job.Properties.StartTime = now.UTC()
-				job.Properties.ExtendedInfo.AdditionalDetails = map[string]string{"ScheduledTime": slot.UTC().Format(time.RFC3339)}
-				if err := s.saveJob(ctx, tx, job); err != nil {
-					return err
-				}
-				if _, _, err := s.Ops.EnqueueOnce(ctx, tx, name, kindRun, bi.ID, runInput{InstanceID: bi.ID, JobID: job.ID, Slot: slot}); err != nil {
-					return err
-				}
-				fired = true
-			} else if err != nil {
-				return err
+			if _, _, err := s.Ops.EnqueueOnce(ctx, tx, name, kindRun, bi.ID, runInput{InstanceID: bi.ID, JobID: job.ID, Slot: slot}); err != nil {
+				return false, err
 			}
+			fired = true
+		} else if err != nil {
+			return false, err
 		}
-		return tx.SetTime(ctx, instanceID, timeNextSlot, "", next)
-	})
-	return fired, err
+	}
+	return fired, tx.SetTime(ctx, instanceID, timeNextSlot, "", next)
 }
 
 // schedule sets the instance's next slot from now, in tx: when protection

@@ -185,7 +185,10 @@ func Run(ctx context.Context, cfg Config) error {
 		latency.WithLabelValues(route, method).Observe(elapsed.Seconds())
 	}
 
-	runner := ops.New(store, cfg.Clock, log.With("component", "ops"), ops.Config{Owner: nodeID, StepDelay: cfg.OperationDelay})
+	runner := ops.New(store, cfg.Clock, log.With("component", "ops"), ops.Config{Owner: nodeID, StepDelay: cfg.OperationDelay,
+		// Backups of many disks wait on the store's syncs more than on the
+		// CPU: more of them in flight keeps a slot's backups close to it.
+		Workers: 16})
 	authz := &authorization.Service{Store: store, Clock: cfg.Clock}
 	if err := authz.Bootstrap(ctx, adminID); err != nil {
 		return fmt.Errorf("bootstrap administrator: %w", err)
