@@ -458,6 +458,9 @@ func TestProtectionLifecycle(t *testing.T) {
 	backupSnap := snapOf("bi-backup", `{"CofferBackupInstanceId":"`+bi+`"}`)
 	otherSnap := snapOf("manual", `{}`)
 
+	// With soft delete on, a deleted instance would keep them (see
+	// TestSoftDeleteThroughSDK); turned off, the delete takes them at once.
+	s.mustDo("PATCH", vault+v26, admin, `{"properties":{"securitySettings":{"softDeleteSettings":{"state":"Off"}}}}`, 200)
 	// Operation status is reachable at vault and resource group scope too.
 	h, _ = s.mustDo("DELETE", bi+v26, admin, "", 202)
 	opID := operationURL.FindStringSubmatch(strings.Replace(h.Get("Azure-AsyncOperation"), "2026-06-01", "2021-01-01", 1))[3]
