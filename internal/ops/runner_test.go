@@ -96,7 +96,9 @@ func TestOutcomes(t *testing.T) {
 		return nil, errs.E(errs.Transient, "Busy", "still busy")
 	})
 	start(t, r)
-	advance := func() { fake.Advance(time.Minute) }
+	// Small steps: a step longer than the lease would let a second worker
+	// take an attempt that is still running, and count it twice.
+	advance := func() { fake.Advance(2 * time.Second) }
 
 	op := waitEnd(t, s, enqueue(t, r, s, "ok"), nil)
 	if op.Status != meta.StatusSucceeded || string(op.Result) != `{"done":"yes"}` || op.EndedAt.IsZero() {
