@@ -162,12 +162,14 @@ func (e *Engine) BeginSnapshot(ctx context.Context, req SnapshotRequest,
 				return NotAllowed("Disk '%s' has %d incremental snapshots, the most a disk may have; delete old ones first.", disk.Name, n)
 			}
 			rec.Properties.IncrementalSnapshotFamilyID = d.Family
-			if err := tx.SetLabel(ctx, rec.ID, familyLabel, d.Family); err != nil {
-				return err
-			}
 		}
 		if err := e.SaveSnapshot(ctx, tx, rec); err != nil {
 			return err
+		}
+		if req.Incremental {
+			if err := tx.SetLabel(ctx, rec.ID, familyLabel, d.Family); err != nil {
+				return err
+			}
 		}
 		if enqueue != nil {
 			return enqueue(ctx, tx, rec)
@@ -342,6 +344,9 @@ func (e *Engine) IndexSnapshots(ctx context.Context) error {
 		}
 		for _, res := range page.Items {
 			rec, err := LoadSnapshot(ctx, e.Store, res.ID)
+			if errs.Is(err, errs.NotFound) {
+				continue // deleted since the listing
+			}
 			if err != nil {
 				return err
 			}

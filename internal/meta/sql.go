@@ -518,8 +518,11 @@ func (t queries) SetLabel(ctx context.Context, id, label, value string) error {
 	if value == "" {
 		return nil
 	}
-	_, err := t.q.ExecContext(ctx, t.rebind(`INSERT INTO resource_labels (id_key, label, value) VALUES (?, ?, ?)`),
-		key(id), label, strings.ToLower(value))
+	// Only for a resource that exists: a label written after its resource
+	// went would cling to a later resource of the same id.
+	_, err := t.q.ExecContext(ctx, t.rebind(`INSERT INTO resource_labels (id_key, label, value)
+		SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM resources WHERE id_key = ?)`),
+		key(id), label, strings.ToLower(value), key(id))
 	return err
 }
 

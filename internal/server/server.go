@@ -289,6 +289,11 @@ func Run(ctx context.Context, cfg Config) error {
 
 	runCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
+	// Before the runner starts: an operation rerun at start-up may delete
+	// a snapshot the indexing is reading.
+	if err := engine.IndexSnapshots(runCtx); err != nil {
+		return fmt.Errorf("index snapshots: %w", err)
+	}
 	if err := runner.Start(runCtx); err != nil {
 		return err
 	}
@@ -300,9 +305,6 @@ func Run(ctx context.Context, cfg Config) error {
 		cancel()
 		engine.Background = held
 		log.Warn("hydration held: disks made from snapshots do not hydrate in this process")
-	}
-	if err := engine.IndexSnapshots(runCtx); err != nil {
-		return fmt.Errorf("index snapshots: %w", err)
 	}
 	if err := engine.ResumeHydration(runCtx); err != nil {
 		return fmt.Errorf("resume hydration: %w", err)

@@ -459,6 +459,15 @@ func testLabels(t *testing.T, s meta.Store) {
 	if count("fam-1") != 1 {
 		t.Fatalf("label outlived its resource: %d", count("fam-1"))
 	}
+	// A label written after its resource went is not kept, so it cannot
+	// cling to a later resource of the same id.
+	if err := s.SetLabel(ctx, a, "family", "fam-9"); err != nil {
+		t.Fatal(err)
+	}
+	snap("a", "fam-3")
+	if count("fam-9") != 0 {
+		t.Fatalf("a label of a deleted resource was kept: %d", count("fam-9"))
+	}
 	if _, err := s.DeleteTree(ctx, group.ID); err != nil {
 		t.Fatal(err)
 	}
