@@ -7,11 +7,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -29,6 +31,8 @@ const (
 	// adHocBudget stays under the service's ten ad hoc backups a day per
 	// instance; the soak protects a fresh disk when an instance has used it.
 	adHocBudget = 9
+	// restoreBudget stays under the ten restores a day per instance.
+	restoreBudget = 9
 	// settleBound is how long in-flight work may take to finish after a
 	// restart before it counts as stuck.
 	settleBound = 180 * time.Second
@@ -40,7 +44,7 @@ var scenarios = []string{"nbd-write", "snapshot", "gc", "backup", "restore"}
 // instance.
 type protected struct {
 	name, id, uri, instance string
-	adHoc                   int
+	adHoc, restores         int
 	img                     image
 	pending                 map[int64][]byte // unacknowledged writes cut by a kill: either may be there
 	ballast                 uint64           // seed of the ballast region's acknowledged content
@@ -91,7 +95,7 @@ type result struct {
 	restartFailed         int
 	outcome               string
 	notes                 []string
-	verifyOK              bool
+	verifyOK, verifyRan   bool
 	gcPassesBeforeTheKill int
 	elapsed               time.Duration
 }
@@ -151,7 +155,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		os.Exit(2)
 	}
-	code := run(dir, *binary, *db, *seed, *n, *maxDelay, *gcInterval, *only)
+	code := run(dir, *binary, *db, *seed, *n, *maxDelay, *gcInterval, *only, *keep)
 	if *keep || code != 0 {
 		fmt.Printf("data directory and server log kept in %s\n", dir)
 	} else {
@@ -160,7 +164,7 @@ func main() {
 	os.Exit(code)
 }
 
-func run(dir, binary, db string, seed uint64, n int, maxDelay, gcInterval time.Duration, only string) int {
+func run(dir, binary, db string, seed uint64, n int, maxDelay, gcInterval time.Duration, only string, keep bool) int {
 	addr, err := freePort()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
@@ -174,6 +178,18 @@ func run(dir, binary, db string, seed uint64, n int, maxDelay, gcInterval time.D
 	srv := &server{binary: binary, dataDir: filepath.Join(dir, "data"), db: db, addr: addr, nbdAddr: nbdAddr,
 		gcInterval: gcInterval.String(), logPath: filepath.Join(dir, "server.log")}
 	defer srv.stop()
+	// Interrupted, the soak still stops the server it started and removes
+	// what it made.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		srv.stop()
+		if !keep {
+			os.RemoveAll(dir)
+		}
+		os.Exit(130)
+	}()
 	if err := srv.start(); err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		return 2
@@ -210,6 +226,13 @@ func run(dir, binary, db string, seed uint64, n int, maxDelay, gcInterval time.D
 	return summary(results, time.Since(start))
 }
 
+func verifyWord(r result) string {
+	if !r.verifyRan {
+		return "-"
+	}
+	return okWord(r.verifyOK)
+}
+
 func okWord(ok bool) string {
 	if ok {
 		return "clean"
@@ -219,11 +242,11 @@ func okWord(ok bool) string {
 
 func line(r result) string {
 	verdict := "OK"
-	if r.lost > 0 || r.half > 0 || r.restartFailed > 0 || !r.verifyOK {
+	if r.lost > 0 || r.half > 0 || r.restartFailed > 0 || (r.verifyRan && !r.verifyOK) {
 		verdict = "FAIL"
 	}
 	s := fmt.Sprintf("trial %3d %-9s delay=%3dms acked=%-3d survived=%-3d lost=%d half=%d restart-failed=%d %-26s verify=%s %s (%.1fs)",
-		r.trial, r.scenario, r.delay.Milliseconds(), r.acked, r.survived, r.lost, r.half, r.restartFailed, r.outcome, okWord(r.verifyOK), verdict, r.elapsed.Seconds())
+		r.trial, r.scenario, r.delay.Milliseconds(), r.acked, r.survived, r.lost, r.half, r.restartFailed, r.outcome, verifyWord(r), verdict, r.elapsed.Seconds())
 	for _, n := range r.notes {
 		s += "\n      " + n
 	}
@@ -253,7 +276,7 @@ func summary(results []result, took time.Duration) int {
 			x.lost += r.lost
 			x.half += r.half
 			x.restartFailed += r.restartFailed
-			if !r.verifyOK {
+			if r.verifyRan && !r.verifyOK {
 				x.verifyBad++
 			}
 			if r.outcome != "" {
@@ -727,10 +750,20 @@ func (k *soak) startBackup(r *result, d *protected) (string, bool) {
 // restore: a restore of a recovery point to a new disk, killed while it
 // runs.
 func (k *soak) restore(r *result) {
-	var names []string
-	for name, p := range k.points {
-		if k.snapshot[strings.ToLower(p.snapshot)] != nil {
-			names = append(names, name)
+	restorable := func() []string {
+		var names []string
+		for name, p := range k.points {
+			if k.snapshot[strings.ToLower(p.snapshot)] != nil && p.source.restores < restoreBudget {
+				names = append(names, name)
+			}
+		}
+		return names
+	}
+	names := restorable()
+	if len(names) == 0 && (k.current.restores >= restoreBudget || k.current.adHoc >= adHocBudget) {
+		if err := k.protectNewDisk(); err != nil {
+			r.problem(false, "protect a new disk: %v", err)
+			return
 		}
 	}
 	if len(names) == 0 {
@@ -741,10 +774,7 @@ func (k *soak) restore(r *result) {
 		}
 		k.srv.wait(h, settleBound)
 		k.settle(r, false)
-		for name := range k.points {
-			names = append(names, name)
-		}
-		if len(names) == 0 {
+		if names = restorable(); len(names) == 0 {
 			r.problem(false, "no recovery point to restore")
 			return
 		}
@@ -761,6 +791,7 @@ func (k *soak) restore(r *result) {
 		r.problem(false, "restore request: %v", err)
 		return
 	}
+	p.source.restores++
 	rr := &restoreRec{target: target, point: p, trial: r.trial}
 	k.restores[strings.ToLower(target)] = rr
 	stop := make(chan struct{})
