@@ -217,7 +217,7 @@ func run(dir, binary, db string, seed uint64, n int, maxDelay, gcInterval time.D
 	// One last look at everything with nothing in flight.
 	final := result{scenario: "final"}
 	k.settle(&final, true)
-	fmt.Printf("final check: %d snapshots, %d recovery points, %d restored disks re-read; lost %d, half there %d, verify %s\n",
+	fmt.Printf("final check: %d snapshots, %d recovery points, %d restores re-read; lost %d, half there %d, verify %s\n",
 		k.liveSnapshots(), len(k.points), len(k.restores), final.lost, final.half, okWord(final.verifyOK))
 	for _, note := range final.notes {
 		fmt.Println("  " + note)
