@@ -143,31 +143,15 @@ func (s *Service) StartAdHocBackup(ctx context.Context, instanceID string, o AdH
 			return invalid("UserErrorInvalidRetentionTag", "backupRuleOptions.triggerOption.retentionTagOverride",
 				"The policy '%s' has no retention rule '%s'.", p.Name, o.TriggerOption.RetentionTagOverride)
 		}
-		now := s.Clock.Now()
-		n, err := tx.CountTimes(ctx, meta.TimeQuery{Kind: timeAdHoc, Owner: bi.ID, From: now.Add(-24 * time.Hour)})
-		if err != nil {
-			return err
-		}
-		if n >= MaxAdHocBackupsPerDay {
-			return errs.E(errs.Invalid, "UserErrorMaxAdhocBackupLimitReached",
-				"The backup instance has had %d on-demand backups in the last 24 hours, the most allowed; try again later.", n)
-		}
 		if kept, err := tx.CountTimes(ctx, meta.TimeQuery{Kind: timeAdHocPt, Owner: bi.ID}); err != nil {
 			return err
 		} else if kept >= MaxOnDemandPoints {
 			return errs.E(errs.Invalid, "UserErrorMaxOnDemandRecoveryPointsReached",
 				"The backup instance keeps %d recovery points of on-demand backups, the most a disk may; wait for some to expire.", kept)
 		}
-		name := uuid.NewString()
-		job = s.newJob(bi, name, "Backup", activity, true)
+		job = s.newJob(bi, uuid.NewString(), "Backup", activity, true)
 		job.Properties.ExtendedInfo.AdditionalDetails = map[string]string{"PolicyRuleName": rule.Name, "RetentionTag": keep.Name}
-		if err := s.saveJob(ctx, tx, job); err != nil {
-			return err
-		}
-		if err := tx.SetTime(ctx, job.ID, timeAdHoc, bi.ID, now); err != nil {
-			return err
-		}
-		op, err = s.Ops.Enqueue(ctx, tx, kindRun, bi.ID, runInput{InstanceID: bi.ID, JobID: job.ID, Tag: keep.Name})
+		op, err = s.enqueueUserJob(ctx, tx, job, adHocLimit, kindRun, runInput{InstanceID: bi.ID, JobID: job.ID, Tag: keep.Name})
 		return err
 	})
 	if err != nil {
@@ -175,6 +159,41 @@ func (s *Service) StartAdHocBackup(ctx context.Context, instanceID string, o AdH
 	}
 	s.Ops.Wake()
 	return job, op, nil
+}
+
+// dailyLimit bounds the jobs a client may ask of one instance in 24 hours.
+type dailyLimit struct {
+	kind string // the time index kind that counts them
+	most int
+	code string
+	what string
+}
+
+var (
+	adHocLimit   = dailyLimit{timeAdHoc, MaxAdHocBackupsPerDay, "UserErrorMaxAdhocBackupLimitReached", "on-demand backups"}
+	restoreLimit = dailyLimit{timeRestore, MaxRestoresPerDay, "UserErrorMaxRestoreLimitReached", "restores"}
+)
+
+// enqueueUserJob refuses job past its instance's daily limit; otherwise it
+// records the job, counts it, and enqueues the operation of kind that runs
+// it, all in tx.
+func (s *Service) enqueueUserJob(ctx context.Context, tx meta.Tx, job JobResource, l dailyLimit, kind string, input any) (meta.Operation, error) {
+	instance, now := job.Properties.BackupInstanceID, s.Clock.Now()
+	n, err := tx.CountTimes(ctx, meta.TimeQuery{Kind: l.kind, Owner: instance, From: now.Add(-24 * time.Hour)})
+	if err != nil {
+		return meta.Operation{}, err
+	}
+	if n >= l.most {
+		return meta.Operation{}, errs.E(errs.Invalid, l.code,
+			"The backup instance has had %d %s in the last 24 hours, the most allowed; try again later.", n, l.what)
+	}
+	if err := s.saveJob(ctx, tx, job); err != nil {
+		return meta.Operation{}, err
+	}
+	if err := tx.SetTime(ctx, job.ID, l.kind, instance, now); err != nil {
+		return meta.Operation{}, err
+	}
+	return s.Ops.Enqueue(ctx, tx, kind, instance, input)
 }
 
 // run is one backup of an instance: for a scheduled slot or ad hoc. It

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"time"
 
 	"github.com/coffer-backup/coffer/internal/auth"
 	"github.com/coffer-backup/coffer/internal/disk"
@@ -230,26 +229,11 @@ func (s *Service) StartRestore(ctx context.Context, instanceID string, r Restore
 		if err != nil {
 			return err
 		}
-		now := s.Clock.Now()
-		n, err := tx.CountTimes(ctx, meta.TimeQuery{Kind: timeRestore, Owner: bi.ID, From: now.Add(-24 * time.Hour)})
-		if err != nil {
-			return err
-		}
-		if n >= MaxRestoresPerDay {
-			return errs.E(errs.Invalid, "UserErrorMaxRestoreLimitReached",
-				"The backup instance has had %d restores in the last 24 hours, the most allowed; try again later.", n)
-		}
 		job = s.newJob(bi, uuid.NewString(), "Restore", activity, true)
 		t := p.Properties.RecoveryPointTime
 		job.Properties.ExtendedInfo.SourceRecoverPoint = &JobRecoveryPoint{RecoveryPointID: p.Name, RecoveryPointTime: &t}
 		job.Properties.ExtendedInfo.RecoveryDestination = r.RestoreTargetInfo.DatasourceInfo.ResourceID
-		if err := s.saveJob(ctx, tx, job); err != nil {
-			return err
-		}
-		if err := tx.SetTime(ctx, job.ID, timeRestore, bi.ID, now); err != nil {
-			return err
-		}
-		op, err = s.Ops.Enqueue(ctx, tx, kindRestore, bi.ID, restoreInput{InstanceID: bi.ID, JobID: job.ID, Request: r})
+		op, err = s.enqueueUserJob(ctx, tx, job, restoreLimit, kindRestore, restoreInput{InstanceID: bi.ID, JobID: job.ID, Request: r})
 		return err
 	})
 	if err != nil {
