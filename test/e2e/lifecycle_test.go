@@ -24,8 +24,9 @@ func TestRestartPersistence(t *testing.T) {
 				Tags: map[string]*string{"k": to.Ptr("v")}}, nil); err != nil {
 				t.Fatal(err)
 			}
-			if took := s.stop(); took > 10*time.Second {
-				t.Fatalf("graceful shutdown took %s", took)
+			// SIGTERM shuts the server down by itself, with status 0.
+			if !s.stop() {
+				t.Fatal("the server did not shut down cleanly on SIGTERM")
 			}
 			s.start()
 			cred, opts = s.sdk(s.token()) // the signing key persisted too
