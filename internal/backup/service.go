@@ -200,13 +200,22 @@ func (s *Service) LoadInstance(ctx context.Context, tx meta.Tx, id string) (Inst
 }
 
 // StartAction checks in tx that the action may start on the instance id
-// now; the caller enqueues the ChangeState that does it.
-func (s *Service) StartAction(ctx context.Context, tx meta.Tx, id string, a Action) (InstanceResource, error) {
+// now, by c where the vault's resource guard protects it; the caller
+// enqueues the ChangeState that does it.
+func (s *Service) StartAction(ctx context.Context, tx meta.Tx, id string, a Action, c Caller) (InstanceResource, error) {
 	bi, err := s.LoadInstance(ctx, tx, id)
 	if err != nil {
 		return InstanceResource{}, err
 	}
-	return bi, a.AllowedFrom(bi.Properties.CurrentProtectionState)
+	if err := a.AllowedFrom(bi.Properties.CurrentProtectionState); err != nil {
+		return InstanceResource{}, err
+	}
+	if op := a.critical(); op != "" {
+		if err := s.authorizeCritical(ctx, tx, vaultOf(bi.ID), op, c); err != nil {
+			return InstanceResource{}, err
+		}
+	}
+	return bi, nil
 }
 
 // ChangeState moves the instance by the action named action. It is
@@ -245,11 +254,15 @@ func (s *Service) ChangeState(ctx context.Context, instanceID, action string) er
 	return err
 }
 
-// StartDelete marks the instance id Deleting in tx; the caller enqueues the
-// DeleteInstance that finishes.
-func (s *Service) StartDelete(ctx context.Context, tx meta.Tx, id string) (InstanceResource, error) {
+// StartDelete marks the instance id Deleting in tx, if c may delete it
+// under the vault's resource guard; the caller enqueues the DeleteInstance
+// that finishes.
+func (s *Service) StartDelete(ctx context.Context, tx meta.Tx, id string, c Caller) (InstanceResource, error) {
 	bi, err := s.Instance(ctx, tx, id)
 	if err != nil {
+		return InstanceResource{}, err
+	}
+	if err := s.authorizeCritical(ctx, tx, vaultOf(bi.ID), OpDeleteInstance, c); err != nil {
 		return InstanceResource{}, err
 	}
 	// An immutable vault without soft delete would destroy recovery points
