@@ -348,7 +348,9 @@ func TestAuxiliaryTokens(t *testing.T) {
 	rt := NewRouter(anyToken{}, nil, discard(), nil)
 	v := APIVersions{Provider: "Test", Versions: []string{"2026-06-01"}}
 	rt.Handle(Route{Method: "GET", Pattern: "/subscriptions/{sub}/resourceGroups/{rg}", Versions: v, Action: "x/read",
-		Handler: func(_ context.Context, r *Request) (*Response, error) { return OK(map[string]any{"aux": len(r.Auxiliary)}), nil }})
+		Handler: func(_ context.Context, r *Request) (*Response, error) {
+			return OK(map[string]any{"aux": len(r.Auxiliary)}), nil
+		}})
 	cases := []struct {
 		header string
 		status int

@@ -26,6 +26,9 @@ const (
 	OpDeleteInstance = "Microsoft.DataProtection/backupVaults/backupInstances/delete"
 	OpStopProtection = "Microsoft.DataProtection/backupVaults/backupInstances/stopProtection/action"
 	OpSuspendBackups = "Microsoft.DataProtection/backupVaults/backupInstances/suspendBackups/action"
+	// OpModifyProtection is moving an instance to a policy that keeps
+	// backups for less time.
+	OpModifyProtection = "Microsoft.DataProtection/backupVaults/backupInstances/write"
 	// OpReduceSecurity is a vault write that turns soft delete off,
 	// shortens its retention, or disables immutability.
 	OpReduceSecurity = "Microsoft.DataProtection/backupVaults/write"
@@ -49,6 +52,7 @@ func CriticalOperations() []CriticalOperation {
 		{OpDeleteInstance, "deleteProtectedItemRequests", false},
 		{OpStopProtection, "updateProtectedItemRequests", false},
 		{OpSuspendBackups, "updateProtectedItemRequests", false},
+		{OpModifyProtection, "updateProtectedItemRequests", false},
 		{OpReduceSecurity, "disableSoftDeleteRequests", true},
 		{OpDeleteProxy, "deleteResourceGuardProxyRequests", true},
 	}

@@ -3,6 +3,7 @@ package backup_test
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,6 +113,38 @@ func TestGuardedVaultNeedsApproval(t *testing.T) {
 	lower := func(c backup.Caller) error {
 		return inTx(func(tx meta.Tx) error { return e.svc.Authorize(e.ctx, tx, e.vault, backup.OpReduceSecurity, c) })
 	}
+	// Two more policies: one keeping backups for less, one for longer.
+	for name, keep := range map[string]*strings.Replacer{
+		"short": strings.NewReplacer(`"P7D"`, `"P3D"`, `"P30D"`, `"P3D"`),
+		"long":  strings.NewReplacer(`"P30D"`, `"P90D"`),
+	} {
+		var props backup.PolicyProperties
+		if err := json.Unmarshal([]byte(keep.Replace(dailyPolicy)), &props); err != nil {
+			t.Fatal(err)
+		}
+		if err := backup.ValidatePolicy(&props); err != nil {
+			t.Fatal(err)
+		}
+		id := e.vault + "/backupPolicies/" + name
+		e.put(id, backup.PolicyType, e.vault, backup.Policy{ID: id, Name: name, Type: backup.PolicyType, Properties: props})
+	}
+	movePolicy := func(policy string, c backup.Caller) error {
+		return inTx(func(tx meta.Tx) error {
+			bi, err := e.svc.LoadInstance(e.ctx, tx, e.instance)
+			if err != nil {
+				return err
+			}
+			bi.Properties.PolicyInfo.PolicyID = e.vault + "/backupPolicies/" + policy
+			_, _, err = e.svc.PutInstance(e.ctx, tx, backup.InstanceRequest{VaultID: e.vault, Name: bi.Name, Properties: bi.Properties, Caller: c})
+			if err == nil {
+				err = errRollback
+			}
+			return err
+		})
+	}
+	if err := movePolicy("long", backup.Caller{Principal: admin}); err != errRollback {
+		t.Errorf("moving to a policy that keeps backups longer: %v", err)
+	}
 	unguard := func(c backup.Caller) error {
 		return inTx(func(tx meta.Tx) error { return e.svc.DeleteProxy(e.ctx, tx, e.vault, c) })
 	}
@@ -122,7 +155,7 @@ func TestGuardedVaultNeedsApproval(t *testing.T) {
 		append(request("disableSoftDeleteRequests"), request("deleteResourceGuardProxyRequests")...)...)}
 	for what, err := range map[string]error{
 		"delete instance": del(alone), "stop protection": action("stopProtection", alone),
-		"lower security": lower(alone), "remove the guard": unguard(alone),
+		"lower security": lower(alone), "remove the guard": unguard(alone), "shorten retention": movePolicy("short", alone),
 	} {
 		if errCode(err) != "ResourceGuardAuthorizationFailed" || errs.KindOf(err) != errs.Forbidden {
 			t.Errorf("%s by the vault admin alone: %v", what, err)
@@ -152,6 +185,9 @@ func TestGuardedVaultNeedsApproval(t *testing.T) {
 	}
 	if err := del(backup.Caller{Principal: other, Auxiliary: []string{admin}}); err != errRollback {
 		t.Errorf("delete, approved by an auxiliary token: %v", err)
+	}
+	if err := movePolicy("short", backup.Caller{Principal: admin, Requests: request("updateProtectedItemRequests")}); err != errRollback {
+		t.Errorf("shortening retention, approved: %v", err)
 	}
 	if err := lower(backup.Caller{Principal: admin, Requests: request("disableSoftDeleteRequests")}); err != nil {
 		t.Errorf("lowering security, approved: %v", err)

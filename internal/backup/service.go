@@ -125,6 +125,9 @@ type InstanceRequest struct {
 	Tags       map[string]string // nil keeps the instance's tags
 	Properties BackupInstance    // through NormalizeInstance
 	ActivityID string
+	// Caller approves moving an instance to a policy that keeps backups
+	// for less time, where the vault's resource guard protects that.
+	Caller Caller
 }
 
 // PutInstance creates or updates a backup instance in tx, in state
@@ -169,6 +172,16 @@ func (s *Service) PutInstance(ctx context.Context, tx meta.Tx, in InstanceReques
 			return InstanceResource{}, false, errs.E(errs.Invalid, "UserErrorInvalidProtectionStateForOperation",
 				"The backup instance '%s' is '%s'; resume it with resumeProtection or resumeBackups before updating it.", prev.Name, st)
 		}
+		if prev.Properties.PolicyInfo != nil && !strings.EqualFold(prev.Properties.PolicyInfo.PolicyID, p.ID) {
+			old, err := loadPolicy(ctx, tx, in.VaultID, prev.Properties.PolicyInfo.PolicyID, func() error { return errs.E(errs.NotFound, "", "") })
+			if err == nil && p.keepsLessThan(old) {
+				if err := s.authorizeCritical(ctx, tx, in.VaultID, OpModifyProtection, in.Caller); err != nil {
+					return InstanceResource{}, false, err
+				}
+			} else if err != nil && !errs.Is(err, errs.NotFound) {
+				return InstanceResource{}, false, err
+			}
+		}
 		out = prev
 	case errs.Is(err, errs.NotFound):
 		out = InstanceResource{ID: id, Name: in.Name, Type: InstanceType}
@@ -177,6 +190,7 @@ func (s *Service) PutInstance(ctx context.Context, tx meta.Tx, in InstanceReques
 		return InstanceResource{}, false, err
 	}
 	props.PolicyInfo.PolicyID = p.ID
+	props.ResourceGuardOperationRequests = nil // an approval, not a setting
 	props.ProtectionStatus = &ProtectionStatus{Status: StateConfiguring}
 	props.CurrentProtectionState = StateConfiguring
 	props.ProtectionErrorDetails = nil

@@ -118,7 +118,7 @@ func TestResourceGuardThroughSDK(t *testing.T) {
 				t.Fatal(err)
 			}
 			guard := *g.ID
-			if n := len(g.Properties.ResourceGuardOperations); n != 5 || *g.Properties.ProvisioningState != armdataprotection.ProvisioningStateSucceeded {
+			if n := len(g.Properties.ResourceGuardOperations); n != 6 || *g.Properties.ProvisioningState != armdataprotection.ProvisioningStateSucceeded {
 				t.Fatalf("guard: %d operations, %v", n, *g.Properties.ProvisioningState)
 			}
 			if page, err := guards.NewGetResourcesInResourceGroupPager("sec", nil).NextPage(ctx0); err != nil || len(page.Value) != 1 || *page.Value[0].ID != guard {

@@ -93,7 +93,7 @@ func (s *Service) putInstance(ctx context.Context, r *arm.Request) (*arm.Respons
 		}
 		location = v.Location
 		out, created, err = s.Backup.PutInstance(ctx, tx, backup.InstanceRequest{VaultID: vault, Name: name,
-			Tags: in.Tags, Properties: *in.Properties, ActivityID: activityOf(r)})
+			Tags: in.Tags, Properties: *in.Properties, ActivityID: activityOf(r), Caller: callerOf(r, in.Properties.ResourceGuardOperationRequests)})
 		if err != nil {
 			return err
 		}
