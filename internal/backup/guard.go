@@ -444,7 +444,7 @@ func (s *Service) authorizeCritical(ctx context.Context, tx meta.Tx, vaultID, na
 			RecommendedAction: []string{how + " of a principal holding '" + action + "' on the resource guard (Backup MUA Operator), and retry."},
 			InnerError: &InnerError{Code: "ResourceGuardAuthorizationFailed", AdditionalInfo: map[string]string{
 				"ResourceGuardId": guardID, "RequiredAction": action}},
-			IsUserError: true,
+			IsUserError: true, Details: []UserFacingError{}, Properties: map[string]string{},
 		})
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/dataprotection/armdataprotection/v3"
+	"github.com/google/uuid"
 )
 
 const (
@@ -263,4 +264,43 @@ func grantAs(s *server, sub, token, role, scope, principal string) error {
 		return err
 	}
 	return grant(role, scope, principal)
+}
+
+// TestGoldenGuardBodies pins the resource guard, its default request
+// object, the vault's guard proxy and the refusal of an unapproved critical
+// operation, by plain HTTP (the SDK drops fields it does not know).
+func TestGoldenGuardBodies(t *testing.T) {
+	s := startServer(t, "")
+	admin := s.token()
+	sub := newSubscription()
+	subPath := "/subscriptions/" + sub
+	const dpAPI = "?api-version=2026-06-01"
+	for _, g := range []string{"vaults", "sec"} {
+		s.createGroup(admin, sub, g)
+	}
+	vault := subPath + "/resourceGroups/vaults/providers/Microsoft.DataProtection/backupVaults/v1"
+	h, _ := s.mustDo("PUT", vault+dpAPI, admin, `{"location":"westus","identity":{"type":"SystemAssigned"},
+		"properties":{"securitySettings":{"softDeleteSettings":{"state":"On","retentionDurationInDays":14}}}}`, 201)
+	if st := s.poll(h.Get("Azure-AsyncOperation"), admin); st["status"] != "Succeeded" {
+		t.Fatalf("vault: %v", st)
+	}
+	guard := subPath + "/resourceGroups/sec/providers/Microsoft.DataProtection/resourceGuards/g1"
+	_, body := s.mustDo("PUT", guard+dpAPI, admin, `{"location":"westus","tags":{"team":"security"},
+		"properties":{"vaultCriticalOperationExclusionList":["Microsoft.DataProtection/backupVaults/backupInstances/suspendBackups/action"]}}`, 201)
+	golden(t, "resource_guard", []byte(body))
+	_, body = s.mustDo("GET", guard+"/deleteProtectedItemRequests/default"+dpAPI, admin, "", 200)
+	golden(t, "resource_guard_request", []byte(body))
+	_, body = s.mustDo("PUT", vault+"/backupResourceGuardProxies/DppResourceGuardProxy"+dpAPI, admin,
+		`{"properties":{"resourceGuardResourceId":"`+guard+`"}}`, 200)
+	golden(t, "resource_guard_proxy", []byte(body))
+	// The bootstrap administrator is Owner everywhere, so only a
+	// principal without rights on the guard shows the refusal.
+	owner := "c0000000-0000-4000-8000-00000000000c"
+	s.mustDo("PUT", subPath+"/resourceGroups/vaults/providers/Microsoft.Authorization/roleAssignments/"+uuid.NewString()+"?api-version=2022-04-01", admin,
+		`{"properties":{"roleDefinitionId":"`+authorizationProvider+ownerRoleGUID+`","principalId":"`+owner+`"}}`, 201)
+	code, _, body := s.do("PATCH", vault+dpAPI, s.token("--principal", owner), `{"properties":{"securitySettings":{"softDeleteSettings":{"state":"Off"}}}}`)
+	if code != 403 {
+		t.Fatalf("soft delete off without approval: %d %s", code, body)
+	}
+	golden(t, "cloud_error_resource_guard", []byte(body))
 }
