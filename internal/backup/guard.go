@@ -262,6 +262,36 @@ func (s *Service) DeleteGuard(ctx context.Context, tx meta.Tx, id string) error 
 	return err
 }
 
+// guardsInUseUnder refuses deleting the resource group groupID while a
+// guard in it protects a vault outside it: the group delete would lift the
+// vault's protection without its critical operation.
+func (s *Service) guardsInUseUnder(ctx context.Context, groupID string) error {
+	q := meta.Query{Type: GuardType, Under: groupID, Limit: 500}
+	for {
+		page, err := s.Store.ListResources(ctx, q)
+		if err != nil {
+			return err
+		}
+		for _, res := range page.Items {
+			proxies, err := s.Store.FindLabeled(ctx, guardLabel, res.ID)
+			if err != nil {
+				return err
+			}
+			for _, p := range proxies {
+				if !strings.HasPrefix(strings.ToLower(p), strings.ToLower(groupID)+"/") {
+					return errs.E(errs.Conflict, "UserErrorResourceGuardInUse",
+						"The resource guard '%s' in this resource group protects the Backup vault '%s'; remove its resource guard proxy first.",
+						res.ID, p[:strings.LastIndex(strings.ToLower(p), "/backupresourceguardproxies/")])
+				}
+			}
+		}
+		if page.Next == "" {
+			return nil
+		}
+		q.After = page.Next
+	}
+}
+
 // Proxy reads the vault's guard proxy; ResourceNotFound if it has none.
 func (s *Service) Proxy(ctx context.Context, tx meta.Tx, vaultID string) (Proxy, error) {
 	var p Proxy

@@ -168,6 +168,9 @@ func TestGuardedVaultNeedsApproval(t *testing.T) {
 	if err := inTx(func(tx meta.Tx) error { return e.svc.DeleteGuard(e.ctx, tx, guard) }); errCode(err) != "UserErrorResourceGuardInUse" {
 		t.Fatalf("deleting a guard in use: %v", err)
 	}
+	if err := e.svc.HoldsUnder(e.ctx, groups.ID(sub, "sec")); errCode(err) != "UserErrorResourceGuardInUse" {
+		t.Fatalf("deleting the group of a guard in use: %v", err)
+	}
 
 	// The security admin makes the vault admin an operator of the guard.
 	e.grantTo(admin, muaOperatorRole, guard)
@@ -216,6 +219,9 @@ func TestGuardedVaultNeedsApproval(t *testing.T) {
 	}
 	if err := del(backup.Caller{Principal: other}); err != errRollback {
 		t.Fatalf("delete after the guard went: %v", err)
+	}
+	if err := e.svc.HoldsUnder(e.ctx, groups.ID(sub, "sec")); err != nil {
+		t.Fatalf("the group of a guard no vault uses: %v", err)
 	}
 	if err := inTx(func(tx meta.Tx) error { return e.svc.DeleteGuard(e.ctx, tx, guard) }); err != nil {
 		t.Fatalf("deleting the guard no vault uses: %v", err)
