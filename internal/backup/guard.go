@@ -265,7 +265,26 @@ func (s *Service) DeleteGuard(ctx context.Context, tx meta.Tx, id string) error 
 // guardsInUseUnder refuses deleting the resource group groupID while a
 // guard in it protects a vault outside it: the group delete would lift the
 // vault's protection without its critical operation.
+//
+// It also refuses deleting the group of a guarded vault that holds backup
+// instances: the group delete would take them without the guard's
+// approval of deleting each.
 func (s *Service) guardsInUseUnder(ctx context.Context, groupID string) error {
+	proxies, err := s.Store.ListResources(ctx, meta.Query{Type: ProxyType, Under: groupID, Limit: 500})
+	if err != nil {
+		return err
+	}
+	for _, p := range proxies.Items {
+		n, err := s.CountInstances(ctx, s.Store, p.Parent)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return errs.E(errs.Conflict, "UserErrorBackupVaultHasBackupInstances",
+				"The Backup vault '%s' in this resource group holds %d backup instances and is protected by a resource guard; delete them, with the guard's approval, before the group.",
+				p.Parent, n)
+		}
+	}
 	q := meta.Query{Type: GuardType, Under: groupID, Limit: 500}
 	for {
 		page, err := s.Store.ListResources(ctx, q)

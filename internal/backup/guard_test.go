@@ -171,6 +171,9 @@ func TestGuardedVaultNeedsApproval(t *testing.T) {
 	if err := e.svc.HoldsUnder(e.ctx, groups.ID(sub, "sec")); errCode(err) != "UserErrorResourceGuardInUse" {
 		t.Fatalf("deleting the group of a guard in use: %v", err)
 	}
+	if err := e.svc.HoldsUnder(e.ctx, groups.ID(sub, "rg")); errCode(err) != "UserErrorBackupVaultHasBackupInstances" {
+		t.Fatalf("deleting the group of a guarded vault with an instance: %v", err)
+	}
 
 	// The security admin makes the vault admin an operator of the guard.
 	e.grantTo(admin, muaOperatorRole, guard)
