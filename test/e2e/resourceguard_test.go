@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,6 +149,11 @@ func TestResourceGuardThroughSDK(t *testing.T) {
 			}
 			if _, err := guards.Delete(ctx0, "sec", "g1", nil); !hasStatus(err, 409, "UserErrorResourceGuardInUse") {
 				t.Fatalf("deleting a guard in use: %v", err)
+			}
+			for group, code := range map[string]string{"sec": "UserErrorResourceGuardInUse", "vaults": "UserErrorBackupVaultHasBackupInstances"} {
+				if got, _, body := s.do("DELETE", subPath+"/resourceGroups/"+group+"?api-version=2021-04-01", root, ""); got != 409 || !strings.Contains(body, `"`+code+`"`) {
+					t.Fatalf("deleting the group %s: %d %s", group, got, body)
+				}
 			}
 
 			// B alone is refused each critical operation.
