@@ -129,9 +129,6 @@ type ProxyProperties struct {
 	ResourceGuardOperationDetails []GuardOperationRef `json:"resourceGuardOperationDetails"`
 	LastUpdatedTime               string              `json:"lastUpdatedTime"`
 	Description                   string              `json:"description,omitempty"`
-	// UnlockDeleteExpiry is until when an approved unlockDelete lets the
-	// proxy be deleted; coffer's, not Azure's, so it is not served.
-	UnlockDeleteExpiry *time.Time `json:"unlockDeleteExpiry,omitempty"`
 }
 
 // GuardOperationRef names the default request of one operation.
@@ -375,11 +372,20 @@ func (s *Service) PutProxy(ctx context.Context, tx meta.Tx, vaultID, guardID str
 	if err := tx.SetLabel(ctx, p.ID, guardLabel, g.ID); err != nil {
 		return Proxy{}, false, err
 	}
+	// Writing the association again locks it again.
+	if err := tx.SetTime(ctx, p.ID, timeUnlocked, "", time.Time{}); err != nil {
+		return Proxy{}, false, err
+	}
 	return p, created, s.markVault(ctx, tx, v, true)
 }
 
 // unlockWindow is how long an approved unlockDelete lets the proxy go.
 const unlockWindow = 30 * time.Minute
+
+// timeUnlocked indexes a proxy by the end of its unlockDelete window; it is
+// kept beside the proxy, not in it, because the proxy's document is what
+// clients see.
+const timeUnlocked = "unlockDelete"
 
 // UnlockDelete approves deleting the vault's proxy: the critical operation
 // is checked now, and the proxy may then be deleted until the returned
@@ -395,9 +401,7 @@ func (s *Service) UnlockDelete(ctx context.Context, vaultID string, c Caller) (t
 			return err
 		}
 		until = s.Clock.Now().UTC().Add(unlockWindow)
-		p.Properties.UnlockDeleteExpiry = &until
-		_, err = s.put(ctx, tx, p.ID, ProxyType, p.Name, vaultID, p)
-		return err
+		return tx.SetTime(ctx, p.ID, timeUnlocked, "", until)
 	})
 	return until, err
 }
@@ -413,7 +417,11 @@ func (s *Service) DeleteProxy(ctx context.Context, tx meta.Tx, vaultID string, c
 	if err != nil {
 		return err
 	}
-	if exp := p.Properties.UnlockDeleteExpiry; exp == nil || !s.Clock.Now().Before(*exp) {
+	until, unlocked, err := tx.GetTime(ctx, p.ID, timeUnlocked)
+	if err != nil {
+		return err
+	}
+	if !unlocked || !s.Clock.Now().Before(until) {
 		if err := s.authorizeCritical(ctx, tx, vaultID, OpDeleteProxy, c); err != nil {
 			return err
 		}
