@@ -8,6 +8,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/authorization/armauthorization/v2"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/dataprotection/armdataprotection/v3"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/resources/armresources/v3"
 	"github.com/google/uuid"
 )
@@ -391,5 +393,67 @@ func testRoleDefinitionRewrite(t *testing.T, s *server) {
 	}
 	if _, err := pGroups.CreateOrUpdate(ctx, "stolen", armresources.ResourceGroup{Location: to.Ptr("westus")}, nil); !hasStatus(err, 403, "AuthorizationFailed") {
 		t.Fatalf("an assignment outside its role's assignable scopes granted: %v", err)
+	}
+}
+
+// TestGroupScopedCallerPollsItsOperations: a principal whose only role is
+// Owner of one resource group creates a disk and a vault there through the
+// SDKs, whose pollers read the location-scoped operation status under the
+// subscription; another principal without a role there cannot read that
+// status.
+func TestGroupScopedCallerPollsItsOperations(t *testing.T) {
+	s := startServer(t, "")
+	ctx := context.Background()
+	sub := newSubscription()
+	s.mustDo("PUT", "/subscriptions/"+sub+"/resourceGroups/team?api-version=2021-04-01", s.token(), `{"location":"westus"}`, 201)
+	grant, err := s.sdkRoleAssignments(sub, s.token())
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, mallory := uuid.NewString(), uuid.NewString()
+	if err := grant(ownerRoleGUID, "/subscriptions/"+sub+"/resourceGroups/team", alice); err != nil {
+		t.Fatal(err)
+	}
+	aliceTok := s.token("--principal", alice)
+	cred, opts := s.sdk(aliceTok)
+	disks, _ := armcompute.NewDisksClient(sub, cred, opts)
+	dp, err := disks.BeginCreateOrUpdate(ctx, "team", "d1", armcompute.Disk{Location: to.Ptr("westus"),
+		Properties: &armcompute.DiskProperties{DiskSizeGB: to.Ptr[int32](1),
+			CreationData: &armcompute.CreationData{CreateOption: to.Ptr(armcompute.DiskCreateOptionEmpty)}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dp.PollUntilDone(ctx, fastPoll); err != nil {
+		t.Fatalf("disk create polled by a group Owner: %v", err)
+	}
+	vaults, _ := armdataprotection.NewBackupVaultsClient(sub, cred, opts)
+	vp, err := vaults.BeginCreateOrUpdate(ctx, "team", "v1", armdataprotection.BackupVaultResource{Location: to.Ptr("westus"),
+		Identity: &armdataprotection.DppIdentityDetails{Type: to.Ptr("SystemAssigned")},
+		Properties: &armdataprotection.BackupVault{StorageSettings: []*armdataprotection.StorageSetting{{
+			DatastoreType: to.Ptr(armdataprotection.StorageSettingStoreTypesVaultStore),
+			Type:          to.Ptr(armdataprotection.StorageSettingTypesLocallyRedundant)}}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vp.PollUntilDone(ctx, fastPoll); err != nil {
+		t.Fatalf("vault create polled by a group Owner: %v", err)
+	}
+
+	// The status URLs themselves: readable by the caller, not by a
+	// principal without a role over the resource they act on.
+	h, _ := s.mustDo("PUT", "/subscriptions/"+sub+"/resourceGroups/team/providers/Microsoft.Compute/disks/d2?api-version=2025-01-02",
+		aliceTok, `{"location":"westus","properties":{"creationData":{"createOption":"Empty"},"diskSizeGB":1}}`, 202)
+	h2, _ := s.mustDo("DELETE", "/subscriptions/"+sub+"/resourceGroups/team/providers/Microsoft.DataProtection/backupVaults/v1?api-version=2025-07-01",
+		aliceTok, "", 202)
+	for _, u := range []string{h.Get("Azure-AsyncOperation"), h2.Get("Azure-AsyncOperation"), h2.Get("Location")} {
+		if u == "" {
+			t.Fatalf("no status URL in %v %v", h, h2)
+		}
+		if code, _, body := s.do("GET", u, aliceTok, ""); code != 200 && code != 202 && code != 204 {
+			t.Fatalf("GET %s as the caller: %d %s", u, code, body)
+		}
+		if code, _, body := s.do("GET", u, s.token("--principal", mallory), ""); code != 403 || !strings.Contains(body, "AuthorizationFailed") {
+			t.Fatalf("GET %s as a principal without a role: %d %s", u, code, body)
+		}
 	}
 }

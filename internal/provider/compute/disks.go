@@ -98,7 +98,7 @@ func (s *Service) Routes(r *arm.Router) {
 	registerResource(r, "disks", "diskName", resourceHandlers{put: s.put, get: s.get, patch: s.patch, delete: s.delete,
 		beginGetAccess: s.beginGetAccess, endGetAccess: s.endGetAccess, listByGroup: s.listByGroup, listBySubscription: s.listBySubscription})
 	r.Handle(arm.Route{Method: http.MethodGet, Pattern: "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}/operations/{operationId}",
-		Versions: Versions, Action: "Microsoft.Compute/locations/operations/read", Handler: s.operation})
+		Versions: Versions, Action: "Microsoft.Compute/locations/operations/read", Scope: s.operationScope, Handler: s.operation})
 	s.snapshotRoutes(r)
 	s.attachRoutes(r)
 	s.Ops.Register(kindProvision, s.runProvision)
@@ -482,12 +482,29 @@ type operationOutput struct {
 }
 
 // operation serves the status monitor and, with monitor=true, the result.
-func (s *Service) operation(ctx context.Context, r *arm.Request) (*arm.Response, error) {
-	id := r.Param("operationId")
-	op, err := s.Store.GetOperation(ctx, id)
+// lookupOperation is the Compute operation the URL names, in the URL's
+// subscription.
+func (s *Service) lookupOperation(ctx context.Context, r *arm.Request) (meta.Operation, error) {
+	op, err := s.Store.GetOperation(ctx, r.Param("operationId"))
 	if err == nil && (!strings.HasPrefix(op.Kind, "compute.") || !strings.EqualFold(subscriptionOf(op.ResourceID), r.Param("subscriptionId"))) {
 		err = errs.E(errs.NotFound, "NotFound", "")
 	}
+	return op, err
+}
+
+// operationScope authorizes a status read at the disk or snapshot the
+// operation acts on, so a caller whose role covers only its resource group
+// can poll what it started there; an unknown id is checked at the URL.
+func (s *Service) operationScope(r *arm.Request) string {
+	if op, err := s.lookupOperation(r.HTTP.Context(), r); err == nil {
+		return op.ResourceID
+	}
+	return r.ResourceID()
+}
+
+func (s *Service) operation(ctx context.Context, r *arm.Request) (*arm.Response, error) {
+	id := r.Param("operationId")
+	op, err := s.lookupOperation(ctx, r)
 	if errs.Is(err, errs.NotFound) {
 		return nil, errs.E(errs.NotFound, "OperationNotFound", "The operation '%s' was not found.", id)
 	}

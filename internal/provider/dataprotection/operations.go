@@ -78,6 +78,18 @@ func (s *Service) lookupOperation(ctx context.Context, r *arm.Request) (meta.Ope
 	return op, nil
 }
 
+// operationScope is where a location-scoped status or result read is
+// authorized: at the resource the operation acts on, so a caller whose
+// role covers only a vault's resource group can poll what it started
+// there. An id that names no operation here is checked at the URL itself
+// and then answered 404.
+func (s *Service) operationScope(r *arm.Request) string {
+	if op, err := s.lookupOperation(r.HTTP.Context(), r); err == nil {
+		return op.ResourceID
+	}
+	return r.ResourceID()
+}
+
 func parseSubscription(id string) (string, bool) {
 	rid, err := arm.ParseResourceID(id)
 	if err != nil || rid.Subscription() == "" {

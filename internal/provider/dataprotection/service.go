@@ -85,8 +85,16 @@ func (s *Service) Routes(r *arm.Router) {
 	s.guardRoutes(h)
 
 	// Operations of the provider and their status.
-	h(http.MethodGet, locationPath+"/operationStatus/{operationId}", "locations/operationStatus/read", s.operationStatus)
-	h(http.MethodGet, locationPath+"/operationResults/{operationId}", "locations/operationResults/read", s.operationResult)
+	for _, rt := range []struct {
+		pattern, action string
+		fn              arm.HandlerFunc
+	}{
+		{locationPath + "/operationStatus/{operationId}", "locations/operationStatus/read", s.operationStatus},
+		{locationPath + "/operationResults/{operationId}", "locations/operationResults/read", s.operationResult},
+	} {
+		r.Handle(arm.Route{Method: http.MethodGet, Pattern: rt.pattern, Versions: Versions, Action: actionPrefix + rt.action,
+			Scope: s.operationScope, Handler: rt.fn})
+	}
 	h(http.MethodGet, "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DataProtection/operationStatus/{operationId}",
 		"operationStatus/read", s.operationStatus)
 	r.Handle(arm.Route{Method: http.MethodGet, Pattern: "/providers/Microsoft.DataProtection/operations", Versions: Versions,
