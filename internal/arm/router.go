@@ -261,6 +261,7 @@ type Router struct {
 	log     *slog.Logger
 	observe Observer
 	maxBody int64
+	shapes  *shapeTable
 }
 
 // NewRouter returns a router that authenticates with authn and authorizes
@@ -269,7 +270,7 @@ func NewRouter(authn Authenticator, authz Authorizer, log *slog.Logger, observe 
 	if observe == nil {
 		observe = func(string, string, int, time.Duration) {}
 	}
-	return &Router{authn: authn, authz: authz, log: log, observe: observe, maxBody: 4 << 20}
+	return &Router{authn: authn, authz: authz, log: log, observe: observe, maxBody: 4 << 20, shapes: loadShapes()}
 }
 
 // Handle adds a route. Earlier routes win when two match.
@@ -401,6 +402,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 			apiVersion, route.Versions.Provider, strings.Join(route.Versions.Versions, ",")).WithTarget("api-version"))
 		return
 	}
+	var out http.ResponseWriter = rec
+	if op, _ := rt.shapes.shapeFor(route, apiVersion); op != nil {
+		out = &shapingWriter{ResponseWriter: rec, table: rt.shapes, op: op}
+	}
 	req := &Request{
 		HTTP: hr, Route: route, Params: params, Canonical: "/" + strings.Join(canon, "/"),
 		APIVersion: apiVersion, Principal: principal, RequestID: requestID,
@@ -411,7 +416,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	// whether or not something by that name exists.
 	if id, err := ParseResourceID(req.ResourceID()); err == nil {
 		if err := validateNames(id); err != nil {
-			WriteError(rec, err)
+			WriteError(out, err)
 			return
 		}
 		req.ID = id
@@ -422,11 +427,11 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	}
 	if rt.authz != nil && !route.AnyPrincipal {
 		if err := rt.authz.Authorize(hr.Context(), principal, route.Action, scope); err != nil {
-			WriteError(rec, err)
+			WriteError(out, err)
 			return
 		}
 	}
-	rt.serve(rec, hr, route, req, log)
+	rt.serve(out, hr, route, req, log)
 }
 
 func (rt *Router) serve(w http.ResponseWriter, hr *http.Request, route *Route, req *Request, log *slog.Logger) {
