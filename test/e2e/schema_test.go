@@ -39,6 +39,7 @@ import (
 //     (autorest's and Azure's validator's reading of Swagger);
 //   - format, pattern and length limits are not asserted: they describe
 //     values, and this check is about shape.
+//
 // vendoredSpec is one entry of testdata/specs/index.json, the list of
 // vendored spec files by provider and api-version (internal/arm's shape
 // table is generated from the same list).
