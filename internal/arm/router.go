@@ -396,15 +396,17 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 			"The api-version query parameter (?api-version=) is required for all requests."))
 		return
 	}
-	if !route.Versions.Has(apiVersion) {
-		WriteError(rec, errs.E(errs.Invalid, "InvalidApiVersionParameter",
-			"The api-version '%s' is invalid. The supported versions for '%s' are '%s'.",
-			apiVersion, route.Versions.Provider, strings.Join(route.Versions.Versions, ",")).WithTarget("api-version"))
-		return
-	}
+	// From here every answer, the refusal of an unknown version included,
+	// is in the shape of the version asked for (or its neighbour's).
 	var out http.ResponseWriter = rec
 	if op, _ := rt.shapes.shapeFor(route, apiVersion); op != nil {
 		out = &shapingWriter{ResponseWriter: rec, table: rt.shapes, op: op}
+	}
+	if !route.Versions.Has(apiVersion) {
+		WriteError(out, errs.E(errs.Invalid, "InvalidApiVersionParameter",
+			"The api-version '%s' is invalid. The supported versions for '%s' are '%s'.",
+			apiVersion, route.Versions.Provider, strings.Join(route.Versions.Versions, ",")).WithTarget("api-version"))
+		return
 	}
 	req := &Request{
 		HTTP: hr, Route: route, Params: params, Canonical: "/" + strings.Join(canon, "/"),

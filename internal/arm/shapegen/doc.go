@@ -9,7 +9,8 @@
 //     merged in), the item shape of an array, the value shape of a map,
 //     and for a discriminated base the subtype shape by discriminator
 //     value. Open shapes (free-form objects) are left as they are.
-//   - Operation key: method and path template, each parameter written {}
-//     and scopes (x-ms-skip-url-encoding) dropped, lower case; coffer's
-//     route patterns reduce to the same key.
+//   - Operation key: method and path template, each parameter written {},
+//     a leading scope (x-ms-skip-url-encoding) dropped, lower case; coffer's
+//     route patterns reduce to the same key. Two operations of one file
+//     with one key are a generation error.
 package main
