@@ -21,25 +21,6 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
-// The official REST API specs (Swagger 2.0) of the versions the suite's
-// clients send most, vendored under testdata/specs in the upstream layout
-// (testdata/specs/README.md). Every ARM JSON response the suite receives is
-// validated against the schema its operation declares at the api-version it
-// was asked in, or, where that version's spec is not vendored, at the
-// nearest vendored neighbour (docs/api-coverage.md lists which is which).
-//
-// Swagger 2.0 is not JSON Schema; each spec file is converted:
-//   - a definition D becomes three schemas: D@open (its own keywords, allOf
-//     parents as D@open too), D@plain (D@open closed with
-//     unevaluatedProperties: false, so a property no allOf branch defines
-//     fails) and D (D@plain, or, when D is a discriminator base, a choice by
-//     the discriminator's value among D's descendants, found by walking
-//     allOf, named by x-ms-discriminator-value or the definition name);
-//   - a property that is not required and not x-nullable: false may be null
-//     (autorest's and Azure's validator's reading of Swagger);
-//   - format, pattern and length limits are not asserted: they describe
-//     values, and this check is about shape.
-//
 // vendoredSpec is one entry of testdata/specs/index.json, the list of
 // vendored spec files by provider and api-version (internal/arm's shape
 // table is generated from the same list).
@@ -63,6 +44,25 @@ type opBody struct {
 	schema *jsonschema.Schema // nil: the spec declares no body
 }
 
+// The official REST API specs (Swagger 2.0) of the versions the suite's
+// clients send most, vendored under testdata/specs in the upstream layout
+// (testdata/specs/README.md). Every ARM JSON response the suite receives is
+// validated against the schema its operation declares at the api-version it
+// was asked in, or, where that version's spec is not vendored, at the
+// nearest vendored neighbour (docs/api-coverage.md lists which is which).
+//
+// Swagger 2.0 is not JSON Schema; each spec file is converted:
+//   - a definition D becomes three schemas: D@open (its own keywords, allOf
+//     parents as D@open too), D@plain (D@open closed with
+//     unevaluatedProperties: false, so a property no allOf branch defines
+//     fails) and D (D@plain, or, when D is a discriminator base, a choice by
+//     the discriminator's value among D's descendants, found by walking
+//     allOf, named by x-ms-discriminator-value or the definition name);
+//   - a property that is not required and not x-nullable: false may be null
+//     (autorest's and Azure's validator's reading of Swagger);
+//   - format, pattern and length limits are not asserted: they describe
+//     values, and this check is about shape.
+//
 // specCatalog is every vendored operation, compiled once for the package.
 type specCatalog struct {
 	ops []*specOperation
