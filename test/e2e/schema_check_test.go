@@ -38,13 +38,15 @@ func TestSchemaCheckCatches(t *testing.T) {
 		{"point unknown objectType", "2026-06-01", bi + "/recoveryPoints/r", rp("azureBackupDiscreteRecoveryPoint", ""), 200, "objectType"},
 		{"point unknown property", "2026-06-01", bi + "/recoveryPoints/r", rp("AzureBackupDiscreteRecoveryPoint", `,"bogus":1`), 200, "bogus"},
 		{"cloud error", "2026-06-01", bi, `{"error":{"code":"NotFound","message":"m","target":null,"details":[],"additionalInfo":[]}}`, 404, ""},
+		{"tenant role definition is not read as a role assignment", "2022-04-01", "/providers/Microsoft.Authorization/roleDefinitions/b50d9833-a0cb-478e-945f-707fcc997c13",
+			`{"id":"/providers/Microsoft.Authorization/roleDefinitions/b50d9833-a0cb-478e-945f-707fcc997c13","name":"b50d9833-a0cb-478e-945f-707fcc997c13","type":"Microsoft.Authorization/roleDefinitions",
+			"properties":{"roleName":"r","type":"BuiltInRole","description":"d","assignableScopes":["/"],"permissions":[{"actions":["*/read"],"notActions":[]}]}}`, 200, ""},
 		{"cloud error extra", "2026-06-01", bi, `{"error":{"code":"NotFound","message":"m","extra":1}}`, 404, "extra"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			u, _ := url.Parse("https://h" + c.path + "?api-version=" + c.version)
 			got := cat.check("GET", u, c.status, "application/json; charset=utf-8", []byte(c.body))
-			t.Log(got)
 			switch {
 			case c.wantProblem == "" && got != "":
 				t.Errorf("want a pass, got %s", got)
