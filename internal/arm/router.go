@@ -360,47 +360,49 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 		return
 	}
 
-	principal, err := rt.authenticate(hr)
-	if err != nil {
-		WriteError(rec, err)
-		return
-	}
-	log = log.With("principal", principal.ObjectID)
-	if err := checkPath(path); err != nil {
-		WriteError(rec, err)
-		return
-	}
-	if err := checkQuery(hr.URL.RawQuery); err != nil {
-		WriteError(rec, err)
-		return
-	}
-	if route == nil {
-		if len(methodMismatch) > 0 {
-			h.Set("Allow", strings.Join(methodMismatch, ", "))
-			WriteError(rec, errs.E(errs.MethodNotAllowed, "MethodNotAllowed",
-				"The requested resource does not support http method '%s'.", hr.Method))
-			return
-		}
-		WriteError(rec, errs.E(errs.NotFound, "InvalidResourceType",
-			"The resource type could not be found: no operation matches the path '%s'.", hr.URL.Path))
-		return
-	}
 	apiVersion := ""
 	for k, v := range hr.URL.Query() {
 		if strings.EqualFold(k, "api-version") && len(v) > 0 {
 			apiVersion = v[0]
 		}
 	}
-	if apiVersion == "" {
-		WriteError(rec, errs.E(errs.Invalid, "MissingApiVersionParameter",
-			"The api-version query parameter (?api-version=) is required for all requests."))
+	// Every answer to a route asked in a version, refusals included, is in
+	// the shape of that version (or of its neighbour, for an unknown one).
+	var out http.ResponseWriter = rec
+	if route != nil && apiVersion != "" {
+		if op, _ := rt.shapes.shapeFor(route, apiVersion); op != nil {
+			out = &shapingWriter{ResponseWriter: rec, table: rt.shapes, op: op}
+		}
+	}
+	principal, err := rt.authenticate(hr)
+	if err != nil {
+		WriteError(out, err)
 		return
 	}
-	// From here every answer, the refusal of an unknown version included,
-	// is in the shape of the version asked for (or its neighbour's).
-	var out http.ResponseWriter = rec
-	if op, _ := rt.shapes.shapeFor(route, apiVersion); op != nil {
-		out = &shapingWriter{ResponseWriter: rec, table: rt.shapes, op: op}
+	log = log.With("principal", principal.ObjectID)
+	if err := checkPath(path); err != nil {
+		WriteError(out, err)
+		return
+	}
+	if err := checkQuery(hr.URL.RawQuery); err != nil {
+		WriteError(out, err)
+		return
+	}
+	if route == nil {
+		if len(methodMismatch) > 0 {
+			h.Set("Allow", strings.Join(methodMismatch, ", "))
+			WriteError(out, errs.E(errs.MethodNotAllowed, "MethodNotAllowed",
+				"The requested resource does not support http method '%s'.", hr.Method))
+			return
+		}
+		WriteError(out, errs.E(errs.NotFound, "InvalidResourceType",
+			"The resource type could not be found: no operation matches the path '%s'.", hr.URL.Path))
+		return
+	}
+	if apiVersion == "" {
+		WriteError(out, errs.E(errs.Invalid, "MissingApiVersionParameter",
+			"The api-version query parameter (?api-version=) is required for all requests."))
+		return
 	}
 	if !route.Versions.Has(apiVersion) {
 		WriteError(out, errs.E(errs.Invalid, "InvalidApiVersionParameter",

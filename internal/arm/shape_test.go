@@ -19,7 +19,7 @@ func TestResponsesTakeTheirVersionsShape(t *testing.T) {
 	rt := NewRouter(anyToken{}, nil, discard(), nil)
 	v := APIVersions{Provider: "Microsoft.DataProtection", Versions: []string{"2021-01-01", "2024-04-01", "2026-06-01"}}
 	const instance = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DataProtection/backupVaults/{vaultName}/backupInstances/{backupInstanceName}"
-	point := `{"id":"x","name":"r","type":"Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints","properties":{"objectType":"AzureBackupDiscreteRecoveryPoint","recoveryPointId":"r","recoveryPointTime":"2026-01-01T00:00:00Z","recoveryPointType":"Full","expiryTime":"2026-02-01T00:00:00Z","recoveryPointState":"Completed","recoveryPointDataStoresDetails":[{"id":"d","type":"OperationalStore","expiryTime":"2026-02-01T00:00:00Z","state":"Available","rehydrationStatus":"COMPLETED"}]}}`
+	point := `{"id":"x","name":"r","type":"Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints","properties":{"objectType":"AzureBackupDiscreteRecoveryPoint","recoveryPointId":"r","recoveryPointTime":"2026-01-01T00:00:00Z","recoveryPointType":"Full","expiryTime":"2026-02-01T00:00:00Z","recoveryPointState":"Completed","cofferNote":{"kept":true},"recoveryPointDataStoresDetails":[{"id":"d","type":"OperationalStore","expiryTime":"2026-02-01T00:00:00Z","state":"Available","rehydrationStatus":"COMPLETED"}]}}`
 	inst := `{"id":"x","name":"i","type":"Microsoft.DataProtection/backupVaults/backupInstances","tags":{"a":"b"},"properties":{"friendlyName":"d","currentProtectionState":"ProtectionConfigured","identityDetails":{"useSystemAssignedIdentity":true},"objectType":"BackupInstance"}}`
 	serve := func(body string) HandlerFunc {
 		return func(context.Context, *Request) (*Response, error) { return OK(json.RawMessage(body)), nil }
@@ -33,7 +33,7 @@ func TestResponsesTakeTheirVersionsShape(t *testing.T) {
 	}{
 		{"point in its newest shape", base + "/recoveryPoints/r", "2026-06-01", point},
 		{"point without expiryTime and state in 2021", base + "/recoveryPoints/r", "2021-01-01",
-			`{"id":"x","name":"r","type":"Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints","properties":{"objectType":"AzureBackupDiscreteRecoveryPoint","recoveryPointId":"r","recoveryPointTime":"2026-01-01T00:00:00Z","recoveryPointType":"Full","recoveryPointDataStoresDetails":[{"id":"d","type":"OperationalStore","expiryTime":"2026-02-01T00:00:00Z","state":"Available","rehydrationStatus":"COMPLETED"}]}}`},
+			`{"id":"x","name":"r","type":"Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints","properties":{"objectType":"AzureBackupDiscreteRecoveryPoint","recoveryPointId":"r","recoveryPointTime":"2026-01-01T00:00:00Z","recoveryPointType":"Full","cofferNote":{"kept":true},"recoveryPointDataStoresDetails":[{"id":"d","type":"OperationalStore","expiryTime":"2026-02-01T00:00:00Z","state":"Available","rehydrationStatus":"COMPLETED"}]}}`},
 		{"instance without tags and identityDetails in 2021", base, "2021-01-01",
 			`{"id":"x","name":"i","type":"Microsoft.DataProtection/backupVaults/backupInstances","properties":{"friendlyName":"d","currentProtectionState":"ProtectionConfigured","objectType":"BackupInstance"}}`},
 		{"a version without its own spec takes the next one's shape", base, "2024-04-01", inst},

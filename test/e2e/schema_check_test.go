@@ -36,6 +36,7 @@ func TestSchemaCheckCatches(t *testing.T) {
 		{"point 2026", "2026-06-01", bi + "/recoveryPoints/r", rp("AzureBackupDiscreteRecoveryPoint", `,"expiryTime":"2026-02-01T00:00:00Z"`), 200, ""},
 		{"point expiryTime in 2021", "2021-01-01", bi + "/recoveryPoints/r", rp("AzureBackupDiscreteRecoveryPoint", `,"expiryTime":"2026-02-01T00:00:00Z"`), 200, "expiryTime"},
 		{"point unknown objectType", "2026-06-01", bi + "/recoveryPoints/r", rp("azureBackupDiscreteRecoveryPoint", ""), 200, "objectType"},
+		{"point with coffer's own property", "2026-06-01", bi + "/recoveryPoints/r", rp("AzureBackupDiscreteRecoveryPoint", `,"cofferNote":{"a":1}`), 200, ""},
 		{"point unknown property", "2026-06-01", bi + "/recoveryPoints/r", rp("AzureBackupDiscreteRecoveryPoint", `,"bogus":1`), 200, "bogus"},
 		{"cloud error", "2026-06-01", bi, `{"error":{"code":"NotFound","message":"m","target":null,"details":[],"additionalInfo":[]}}`, 404, ""},
 		{"tenant role definition is not read as a role assignment", "2022-04-01", "/providers/Microsoft.Authorization/roleDefinitions/b50d9833-a0cb-478e-945f-707fcc997c13",

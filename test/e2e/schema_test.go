@@ -61,7 +61,9 @@ type opBody struct {
 //   - a property that is not required and not x-nullable: false may be null
 //     (autorest's and Azure's validator's reading of Swagger);
 //   - format, pattern and length limits are not asserted: they describe
-//     values, and this check is about shape.
+//     values, and this check is about shape;
+//   - a property named coffer… is coffer's own, allowed wherever an object
+//     has properties (docs/api-coverage.md lists them).
 //
 // specCatalog is every vendored operation, compiled once for the package.
 type specCatalog struct {
@@ -505,6 +507,11 @@ func (c *swaggerConverter) schema(file string, s map[string]any, open bool) map[
 			conv = append(conv, c.schema(file, a.(map[string]any), true))
 		}
 		out["allOf"] = conv
+	}
+	if objectLike {
+		// coffer's own properties (coffer…), written on purpose in every
+		// version; docs/api-coverage.md says which and why.
+		out["patternProperties"] = map[string]any{"^coffer[A-Z]": true}
 	}
 	if objectLike && !open {
 		if _, ok := s["additionalProperties"]; !ok {
