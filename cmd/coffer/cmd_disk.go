@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -150,17 +149,7 @@ func newDiskShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var raw json.RawMessage
-			if _, err := c.Do(cmd.Context(), http.MethodGet, ref.id(), computeVersion, nil, nil, &raw); err != nil {
-				return err
-			}
-			var v any
-			if err := json.Unmarshal(raw, &v); err != nil {
-				return err
-			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			return enc.Encode(v)
+			return printResource(cmd, c, ref.id(), computeVersion)
 		},
 	}
 	cf.register(cmd)

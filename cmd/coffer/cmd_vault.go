@@ -48,6 +48,15 @@ func printJSON(cmd *cobra.Command, v any) error {
 	return enc.Encode(v)
 }
 
+// printResource GETs the resource id and prints it as printJSON does.
+func printResource(cmd *cobra.Command, c *armclient.Client, id, version string) error {
+	var v any
+	if _, err := c.Do(cmd.Context(), http.MethodGet, id, version, nil, nil, &v); err != nil {
+		return err
+	}
+	return printJSON(cmd, v)
+}
+
 func newVaultCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "vault", Short: "Create, show and list Backup vaults"}
 	cmd.AddCommand(newVaultCreateCmd(), newVaultShowCmd(), newVaultListCmd())
@@ -85,11 +94,7 @@ snapshot resource group; 'coffer protect' tells you exactly what is missing.`,
 			if _, err := awaitStatus(cmd.Context(), c, resp); err != nil {
 				return err
 			}
-			var v map[string]any
-			if _, err := c.Do(cmd.Context(), http.MethodGet, id, protectionVersion, nil, nil, &v); err != nil {
-				return err
-			}
-			return printJSON(cmd, v)
+			return printResource(cmd, c, id, protectionVersion)
 		},
 	}
 	cf.register(cmd)
@@ -114,11 +119,7 @@ func newVaultShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var v map[string]any
-			if _, err := c.Do(cmd.Context(), http.MethodGet, id, protectionVersion, nil, nil, &v); err != nil {
-				return err
-			}
-			return printJSON(cmd, v)
+			return printResource(cmd, c, id, protectionVersion)
 		},
 	}
 	cf.register(cmd)

@@ -53,9 +53,13 @@ type Request struct {
 	APIVersion string
 	Body       []byte
 	Principal  auth.Principal
-	RequestID  string
-	BaseURL    string // scheme://host of this server, for links
-	resourceN  int    // segments of Canonical up to the last parameter
+	// Auxiliary are the principals of the x-ms-authorization-auxiliary
+	// tokens, each verified like the main token; a handler decides what
+	// they may approve.
+	Auxiliary []auth.Principal
+	RequestID string
+	BaseURL   string // scheme://host of this server, for links
+	resourceN int    // segments of Canonical up to the last parameter
 }
 
 // Param returns the value of a pattern parameter.
@@ -380,6 +384,11 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 		return
 	}
 	log = log.With("principal", principal.ObjectID)
+	auxiliary, err := rt.authenticateAuxiliary(hr)
+	if err != nil {
+		WriteError(out, err)
+		return
+	}
 	if err := checkPath(path); err != nil {
 		WriteError(out, err)
 		return
@@ -412,7 +421,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	}
 	req := &Request{
 		HTTP: hr, Route: route, Params: params, Canonical: "/" + strings.Join(canon, "/"),
-		APIVersion: apiVersion, Principal: principal, RequestID: requestID,
+		APIVersion: apiVersion, Principal: principal, Auxiliary: auxiliary, RequestID: requestID,
 		BaseURL: baseURL(hr), resourceN: last,
 	}
 	// Names are checked before the authorizer sees the scope and before a
@@ -502,6 +511,36 @@ func (rt *Router) authenticate(hr *http.Request) (auth.Principal, error) {
 			"Authentication failed. The 'Authorization' header is provided in an invalid format.")
 	}
 	return rt.authn.Verify(hr.Context(), strings.TrimSpace(token))
+}
+
+// authenticateAuxiliary verifies the tokens of x-ms-authorization-auxiliary
+// ("Bearer a, Bearer b", at most three, as ARM takes). A token that does not
+// verify fails the request as a bad main token would: an approval that
+// cannot be checked must not be silently dropped.
+func (rt *Router) authenticateAuxiliary(hr *http.Request) ([]auth.Principal, error) {
+	h := strings.TrimSpace(hr.Header.Get("x-ms-authorization-auxiliary"))
+	if h == "" {
+		return nil, nil
+	}
+	parts := strings.Split(h, ",")
+	if len(parts) > 3 {
+		return nil, errs.E(errs.Unauthenticated, "AuthenticationFailed",
+			"Authentication failed. The 'x-ms-authorization-auxiliary' header carries %d tokens; at most 3 are allowed.", len(parts))
+	}
+	out := make([]auth.Principal, 0, len(parts))
+	for _, part := range parts {
+		scheme, token, ok := strings.Cut(strings.TrimSpace(part), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+			return nil, errs.E(errs.Unauthenticated, "AuthenticationFailed",
+				"Authentication failed. The 'x-ms-authorization-auxiliary' header is provided in an invalid format.")
+		}
+		p, err := rt.authn.Verify(hr.Context(), strings.TrimSpace(token))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 func baseURL(hr *http.Request) string {

@@ -340,3 +340,42 @@ func TestBodyMustBeUTF8(t *testing.T) {
 		t.Fatalf("status %d reached %v: %s", w.Code, reached, w.Body)
 	}
 }
+
+// TestAuxiliaryTokens: x-ms-authorization-auxiliary tokens reach the
+// handler as verified principals; one that does not verify, or a header in
+// another form, fails the request as a bad main token does.
+func TestAuxiliaryTokens(t *testing.T) {
+	rt := NewRouter(anyToken{}, nil, discard(), nil)
+	v := APIVersions{Provider: "Test", Versions: []string{"2026-06-01"}}
+	rt.Handle(Route{Method: "GET", Pattern: "/subscriptions/{sub}/resourceGroups/{rg}", Versions: v, Action: "x/read",
+		Handler: func(_ context.Context, r *Request) (*Response, error) {
+			return OK(map[string]any{"aux": len(r.Auxiliary)}), nil
+		}})
+	cases := []struct {
+		header string
+		status int
+		aux    float64
+	}{
+		{"", 200, 0},
+		{"Bearer good", 200, 1},
+		{"Bearer good, bearer good", 200, 2},
+		{"Bearer good, Bearer bad", 401, 0},
+		{"good", 401, 0},
+		{"Bearer ", 401, 0},
+		{"Bearer good,Bearer good,Bearer good,Bearer good", 401, 0},
+	}
+	for _, c := range cases {
+		req := httptest.NewRequest("GET", "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg?api-version=2026-06-01", nil)
+		req.Header.Set("Authorization", "Bearer good")
+		if c.header != "" {
+			req.Header.Set("x-ms-authorization-auxiliary", c.header)
+		}
+		w := httptest.NewRecorder()
+		rt.ServeHTTP(w, req)
+		var body map[string]any
+		json.Unmarshal(w.Body.Bytes(), &body)
+		if w.Code != c.status || (c.status == 200 && body["aux"] != c.aux) {
+			t.Errorf("%q: %d %s, want %d with %v auxiliary", c.header, w.Code, w.Body, c.status, c.aux)
+		}
+	}
+}

@@ -26,6 +26,13 @@
 //     case.
 //   - Protection state: ConfiguringProtection, then ProtectionConfigured or
 //     ConfiguringProtectionFailed; the Actions stop, suspend and resume.
+//   - Resource guard: a resource (often another admin's) whose permissions
+//     approve a vault's critical operations; a vault uses one through its
+//     guard proxy (DppResourceGuardProxy).
+//   - Critical operation: one a guard protects (CriticalOperations); it
+//     runs only if the Caller approves it, unless the guard excludes it.
+//   - Caller: the request's principal, its auxiliary tokens' principals
+//     and the resourceGuardOperationRequests its body names.
 //   - UserFacingError: the rich error DataProtection nests in
 //     error.additionalInfo[].info, with a recommended action; it is also
 //     what a failed configuration records on the instance.

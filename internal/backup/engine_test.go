@@ -527,7 +527,10 @@ func TestSoftDeleteKeepsThenPurges(t *testing.T) {
 	}
 	del := func() {
 		t.Helper()
-		if err := e.store.InTx(e.ctx, func(tx meta.Tx) error { _, err := e.svc.StartDelete(e.ctx, tx, e.instance); return err }); err != nil {
+		if err := e.store.InTx(e.ctx, func(tx meta.Tx) error {
+			_, err := e.svc.StartDelete(e.ctx, tx, e.instance, backup.Caller{})
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
 		if err := e.svc.DeleteInstance(e.ctx, e.instance, "test"); err != nil {

@@ -45,6 +45,9 @@ type BackupInstance struct {
 	// the system-assigned one exists here.
 	IdentityDetails *IdentityDetails `json:"identityDetails,omitempty"`
 	ObjectType      string           `json:"objectType"`
+	// ResourceGuardOperationRequests approve a guarded change in the
+	// request that carries them; never stored.
+	ResourceGuardOperationRequests []string `json:"resourceGuardOperationRequests,omitempty"`
 }
 
 // Datasource names the protected disk.

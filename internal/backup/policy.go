@@ -286,6 +286,32 @@ func (p Policy) retainedAtMost() int {
 	return most
 }
 
+// keepsLessThan reports whether moving an instance from old to p shortens
+// how long its backups are kept: p's default retention rule, or its
+// longest rule, keeps for less than old's.
+func (p Policy) keepsLessThan(old Policy) bool {
+	dflt, longest := p.retentions()
+	oldDefault, oldLongest := old.retentions()
+	return dflt < oldDefault || longest < oldLongest
+}
+
+// retentions are how long the default retention rule and the longest one
+// keep backups.
+func (p Policy) retentions() (dflt, longest time.Duration) {
+	for i := range p.Properties.PolicyRules {
+		r := &p.Properties.PolicyRules[i]
+		if !strings.EqualFold(r.ObjectType, "AzureRetentionRule") || len(r.Lifecycles) == 0 {
+			continue
+		}
+		d := keepsFor(r)
+		longest = max(longest, d)
+		if r.IsDefault != nil && *r.IsDefault {
+			dflt = d
+		}
+	}
+	return dflt, longest
+}
+
 func validateBackupRule(rule *PolicyRule, at string) error {
 	bp := rule.BackupParameters
 	if bp == nil {

@@ -119,8 +119,12 @@ func (s *Service) HoldOf(ctx context.Context, tx meta.Tx, snapshotID string) err
 }
 
 // HoldsUnder returns HoldOf's refusal for the first guarded snapshot in the
-// resource group groupID, nil if none: a group delete must not take them.
+// resource group groupID, or the refusal of a resource guard there that a
+// vault elsewhere uses; nil if none: a group delete must not take them.
 func (s *Service) HoldsUnder(ctx context.Context, groupID string) error {
+	if err := s.guardsInUseUnder(ctx, groupID); err != nil {
+		return err
+	}
 	q := meta.Query{Type: "Microsoft.Compute/snapshots", Under: groupID, Limit: 500}
 	for {
 		page, err := s.Store.ListResources(ctx, q)

@@ -125,6 +125,9 @@ type InstanceRequest struct {
 	Tags       map[string]string // nil keeps the instance's tags
 	Properties BackupInstance    // through NormalizeInstance
 	ActivityID string
+	// Caller approves moving an instance to a policy that keeps backups
+	// for less time, where the vault's resource guard protects that.
+	Caller Caller
 }
 
 // PutInstance creates or updates a backup instance in tx, in state
@@ -169,6 +172,16 @@ func (s *Service) PutInstance(ctx context.Context, tx meta.Tx, in InstanceReques
 			return InstanceResource{}, false, errs.E(errs.Invalid, "UserErrorInvalidProtectionStateForOperation",
 				"The backup instance '%s' is '%s'; resume it with resumeProtection or resumeBackups before updating it.", prev.Name, st)
 		}
+		if prev.Properties.PolicyInfo != nil && !strings.EqualFold(prev.Properties.PolicyInfo.PolicyID, p.ID) {
+			old, err := loadPolicy(ctx, tx, in.VaultID, prev.Properties.PolicyInfo.PolicyID, func() error { return errs.E(errs.NotFound, "", "") })
+			if err == nil && p.keepsLessThan(old) {
+				if err := s.authorizeCritical(ctx, tx, in.VaultID, OpModifyProtection, in.Caller); err != nil {
+					return InstanceResource{}, false, err
+				}
+			} else if err != nil && !errs.Is(err, errs.NotFound) {
+				return InstanceResource{}, false, err
+			}
+		}
 		out = prev
 	case errs.Is(err, errs.NotFound):
 		out = InstanceResource{ID: id, Name: in.Name, Type: InstanceType}
@@ -177,6 +190,7 @@ func (s *Service) PutInstance(ctx context.Context, tx meta.Tx, in InstanceReques
 		return InstanceResource{}, false, err
 	}
 	props.PolicyInfo.PolicyID = p.ID
+	props.ResourceGuardOperationRequests = nil // an approval, not a setting
 	props.ProtectionStatus = &ProtectionStatus{Status: StateConfiguring}
 	props.CurrentProtectionState = StateConfiguring
 	props.ProtectionErrorDetails = nil
@@ -200,13 +214,22 @@ func (s *Service) LoadInstance(ctx context.Context, tx meta.Tx, id string) (Inst
 }
 
 // StartAction checks in tx that the action may start on the instance id
-// now; the caller enqueues the ChangeState that does it.
-func (s *Service) StartAction(ctx context.Context, tx meta.Tx, id string, a Action) (InstanceResource, error) {
+// now, by c where the vault's resource guard protects it; the caller
+// enqueues the ChangeState that does it.
+func (s *Service) StartAction(ctx context.Context, tx meta.Tx, id string, a Action, c Caller) (InstanceResource, error) {
 	bi, err := s.LoadInstance(ctx, tx, id)
 	if err != nil {
 		return InstanceResource{}, err
 	}
-	return bi, a.AllowedFrom(bi.Properties.CurrentProtectionState)
+	if err := a.AllowedFrom(bi.Properties.CurrentProtectionState); err != nil {
+		return InstanceResource{}, err
+	}
+	if op := a.critical(); op != "" {
+		if err := s.authorizeCritical(ctx, tx, vaultOf(bi.ID), op, c); err != nil {
+			return InstanceResource{}, err
+		}
+	}
+	return bi, nil
 }
 
 // ChangeState moves the instance by the action named action. It is
@@ -245,11 +268,15 @@ func (s *Service) ChangeState(ctx context.Context, instanceID, action string) er
 	return err
 }
 
-// StartDelete marks the instance id Deleting in tx; the caller enqueues the
-// DeleteInstance that finishes.
-func (s *Service) StartDelete(ctx context.Context, tx meta.Tx, id string) (InstanceResource, error) {
+// StartDelete marks the instance id Deleting in tx, if c may delete it
+// under the vault's resource guard; the caller enqueues the DeleteInstance
+// that finishes.
+func (s *Service) StartDelete(ctx context.Context, tx meta.Tx, id string, c Caller) (InstanceResource, error) {
 	bi, err := s.Instance(ctx, tx, id)
 	if err != nil {
+		return InstanceResource{}, err
+	}
+	if err := s.authorizeCritical(ctx, tx, vaultOf(bi.ID), OpDeleteInstance, c); err != nil {
 		return InstanceResource{}, err
 	}
 	// An immutable vault without soft delete would destroy recovery points

@@ -36,6 +36,18 @@ func Actions() []Action {
 	}
 }
 
+// critical is the resource guard operation the action is, "" if none:
+// stopping or suspending ends a disk's backups, so a guard protects them.
+func (a Action) critical() string {
+	switch a.Name {
+	case "stopProtection":
+		return OpStopProtection
+	case "suspendBackups":
+		return OpSuspendBackups
+	}
+	return ""
+}
+
 // ActionNamed returns the action called name.
 func ActionNamed(name string) (Action, bool) {
 	for _, a := range Actions() {

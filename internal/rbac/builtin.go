@@ -386,6 +386,37 @@ func builtInRoles() []RoleDefinition {
 					"Microsoft.Compute/disks/read",
 				},
 			}),
+		// Backup MUA Admin and Backup MUA Operator: the names, GUIDs and
+		// descriptions are the published ones; their action lists could not
+		// be read from the published JSON, so they are coffer's, in the
+		// resourceGuards/<request type>/action form the guard checks
+		// (backup.GuardAction). The admin runs guards and approves; the
+		// operator only approves.
+		builtIn("c2a970b4-16a7-4a51-8c84-8a8ea6ee0bb8", "Backup MUA Admin",
+			"Backup MultiUser-Authorization. Can create/delete ResourceGuard",
+			Permission{
+				Actions: []string{
+					"Microsoft.Authorization/*/read",
+					"Microsoft.Resources/subscriptions/resourceGroups/read",
+					"Microsoft.DataProtection/resourceGuards/*",
+				},
+			}),
+		builtIn("f54b6d04-23c6-443e-b462-9c16ab7b4a52", "Backup MUA Operator",
+			"Backup MultiUser-Authorization. Allows user to perform critical operation protected by resourceguard",
+			Permission{
+				Actions: []string{
+					"Microsoft.Authorization/*/read",
+					"Microsoft.Resources/subscriptions/resourceGroups/read",
+					"Microsoft.DataProtection/resourceGuards/read",
+					"Microsoft.DataProtection/resourceGuards/*/read",
+					"Microsoft.DataProtection/resourceGuards/deleteProtectedItemRequests/action",
+					"Microsoft.DataProtection/resourceGuards/deleteResourceGuardProxyRequests/action",
+					"Microsoft.DataProtection/resourceGuards/disableSoftDeleteRequests/action",
+					"Microsoft.DataProtection/resourceGuards/getBackupSecurityPINRequests/action",
+					"Microsoft.DataProtection/resourceGuards/updateProtectedItemRequests/action",
+					"Microsoft.DataProtection/resourceGuards/updateProtectionPolicyRequests/action",
+				},
+			}),
 	}
 }
 

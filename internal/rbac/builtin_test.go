@@ -21,6 +21,8 @@ func publishedGUIDs() map[string]string {
 		"Disk Backup Reader":                      "3e5e47e6-65f7-47ef-90b5-e5dd4d455f24",
 		"Disk Snapshot Contributor":               "7efff54f-a5b4-42b5-a1c5-5411624893ce",
 		"Disk Restore Operator":                   "b50d9833-a0cb-478e-945f-707fcc997c13",
+		"Backup MUA Admin":                        "c2a970b4-16a7-4a51-8c84-8a8ea6ee0bb8",
+		"Backup MUA Operator":                     "f54b6d04-23c6-443e-b462-9c16ab7b4a52",
 	}
 }
 
@@ -237,5 +239,39 @@ func TestRoleIndex(t *testing.T) {
 	}
 	if r, _ := idx.Lookup(readerID); r.Description != "stored copy" {
 		t.Error("a later definition with the same GUID did not win")
+	}
+}
+
+// TestMUARolesSeparateApproval: the operator approves a guarded vault's
+// critical operations and cannot change the guard; a Reader of the guard
+// can read it but approves nothing.
+func TestMUARolesSeparateApproval(t *testing.T) {
+	role := func(name string) RoleDefinition {
+		r, ok := BuiltInRole(name)
+		if !ok {
+			t.Fatalf("no role %q", name)
+		}
+		return r
+	}
+	approve := "Microsoft.DataProtection/resourceGuards/deleteProtectedItemRequests/action"
+	cases := []struct {
+		role, action string
+		want         bool
+	}{
+		{"Backup MUA Operator", approve, true},
+		{"Backup MUA Operator", "Microsoft.DataProtection/resourceGuards/disableSoftDeleteRequests/action", true},
+		{"Backup MUA Operator", "Microsoft.DataProtection/resourceGuards/deleteResourceGuardProxyRequests/read", true},
+		{"Backup MUA Operator", "Microsoft.DataProtection/resourceGuards/write", false},
+		{"Backup MUA Operator", "Microsoft.DataProtection/resourceGuards/delete", false},
+		{"Backup MUA Admin", "Microsoft.DataProtection/resourceGuards/write", true},
+		{"Backup MUA Admin", approve, true},
+		{"Backup MUA Admin", "Microsoft.DataProtection/backupVaults/write", false},
+		{"Reader", "Microsoft.DataProtection/resourceGuards/read", true},
+		{"Reader", approve, false},
+	}
+	for _, c := range cases {
+		if got := Allows(role(c.role), c.action); got != c.want {
+			t.Errorf("%s allows %s: %v, want %v", c.role, c.action, got, c.want)
+		}
 	}
 }

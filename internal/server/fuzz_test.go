@@ -17,7 +17,6 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/arm"
 	"github.com/coffer-backup/coffer/internal/auth"
-	"github.com/coffer-backup/coffer/internal/backup"
 	"github.com/coffer-backup/coffer/internal/blobapi"
 	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/clock"
@@ -25,9 +24,6 @@ import (
 	"github.com/coffer-backup/coffer/internal/meta"
 	"github.com/coffer-backup/coffer/internal/ops"
 	"github.com/coffer-backup/coffer/internal/provider/authorization"
-	"github.com/coffer-backup/coffer/internal/provider/compute"
-	"github.com/coffer-backup/coffer/internal/provider/dataprotection"
-	"github.com/coffer-backup/coffer/internal/provider/resources"
 	"github.com/coffer-backup/coffer/internal/snapshot"
 )
 
@@ -82,21 +78,14 @@ func newARMFixture(tb testing.TB) *armFixture {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { chunks.Close() })
-	router := arm.NewRouter(verifier, authz, log, nil)
-	engine := &disk.Engine{Store: store, Clock: clk, Volumes: volumes, Chunks: chunks,
-		InFlight: snapshot.NewInFlight(), Permissions: authz, Background: ctx}
-	volumes.Backing = engine.BackingReader
-	disks := &compute.Service{Store: store, Ops: runner, Clock: clk, Disks: engine,
-		Signer: blobapi.Signer{Key: make([]byte, blobapi.MinKeyLen), Clock: clk}}
-	rgs := &resources.Service{Store: store, Ops: runner, Clock: clk, Cascades: []resources.Cascade{engine}}
-	rgs.Routes(router)
-	authz.Routes(router)
-	protecting := &backup.Service{Store: store, Clock: clk, Disks: engine, Permissions: authz, Data: engine,
-		Snapshots: engine, Log: log}
-	protecting.Register(runner)
-	protection := &dataprotection.Service{Store: store, Ops: runner, Clock: clk, TenantID: fuzzAdmin, Backup: protecting}
-	protection.Routes(router)
-	disks.Routes(router)
+	plane, err := wire(ctx, planeParts{Store: store, Clock: clk, Runner: runner, Authz: authz, Verifier: verifier,
+		Volumes: volumes, Chunks: chunks, InFlight: snapshot.NewInFlight(), SASKey: make([]byte, blobapi.MinKeyLen),
+		TenantID: fuzzAdmin, Log: log})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	engine := plane.engine
+	router := plane.router
 	tb.Cleanup(engine.WaitHydration)
 	return &armFixture{tb: tb, handler: router, token: token, runner: runner}
 }

@@ -212,26 +212,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	inflight := snapshot.NewInFlight()
-	router := arm.NewRouter(verifier, authz, log, observe)
-	engine := &disk.Engine{Store: store, Clock: cfg.Clock, Volumes: volumes, Chunks: chunks, InFlight: inflight, Permissions: authz,
-		Log: log.With("component", "disk")}
-	volumes.Backing = engine.BackingReader
-	disks := &compute.Service{Store: store, Ops: runner, Clock: cfg.Clock, Disks: engine,
-		Signer: blobapi.Signer{Key: sasKey, Clock: cfg.Clock}}
-	rgs := &resources.Service{Store: store, Ops: runner, Clock: cfg.Clock, Cascades: []resources.Cascade{engine}}
-	// Guarded backups' snapshots go only through their vault.
-	rgs.Routes(router)
-	authz.Routes(router)
-	protecting := &backup.Service{Store: store, Clock: cfg.Clock, Disks: engine, Permissions: authz, Data: engine,
-		Snapshots: engine, Log: log.With("component", "backup")}
-	disks.Guard, rgs.Guards = protecting, []resources.Guard{protecting}
-	protecting.Register(runner)
-	if _, err := protecting.Reindex(ctx); err != nil {
-		return fmt.Errorf("index backup instances: %w", err)
+	plane, err := wire(ctx, planeParts{Store: store, Clock: cfg.Clock, Runner: runner, Authz: authz, Verifier: verifier,
+		Volumes: volumes, Chunks: chunks, InFlight: inflight, SASKey: sasKey, TenantID: tenantID, Log: log, Observe: observe})
+	if err != nil {
+		return err
 	}
-	protection := &dataprotection.Service{Store: store, Ops: runner, Clock: cfg.Clock, TenantID: tenantID, Backup: protecting}
-	protection.Routes(router)
-	disks.Routes(router)
+	router, engine, disks, protecting := plane.router, plane.engine, plane.disks, plane.backup
 	sas := blobapi.NewHandler(disks.Signer, engine.Lookup, log.With("component", "blobapi"))
 
 	// Disks are attached over NBD: the export name, from attach, is the
@@ -361,6 +347,59 @@ func Run(ctx context.Context, cfg Config) error {
 		err = nil
 	}
 	return err
+}
+
+// planeParts is what the control plane is built from: the stores and
+// runners Run opens (or a test makes) before any request is served.
+type planeParts struct {
+	Store    meta.Store
+	Clock    clock.Clock
+	Runner   *ops.Runner
+	Authz    *authorization.Service
+	Verifier auth.Verifier
+	Volumes  *disk.Volumes
+	Chunks   *chunk.Store
+	InFlight *snapshot.InFlight
+	SASKey   []byte
+	TenantID string
+	Log      *slog.Logger
+	Observe  arm.Observer
+}
+
+// controlPlane is the ARM front door and the engines behind it.
+type controlPlane struct {
+	router *arm.Router
+	engine *disk.Engine
+	disks  *compute.Service
+	backup *backup.Service
+}
+
+// wire builds the control plane the one way both Run and the in-process
+// tests use, so a test cannot drive a front door that lacks a guard or a
+// route the served one has.
+func wire(ctx context.Context, p planeParts) (*controlPlane, error) {
+	log := p.Log
+	router := arm.NewRouter(p.Verifier, p.Authz, log, p.Observe)
+	engine := &disk.Engine{Store: p.Store, Clock: p.Clock, Volumes: p.Volumes, Chunks: p.Chunks, InFlight: p.InFlight,
+		Permissions: p.Authz, Background: ctx, Log: log.With("component", "disk")}
+	p.Volumes.Backing = engine.BackingReader
+	disks := &compute.Service{Store: p.Store, Ops: p.Runner, Clock: p.Clock, Disks: engine,
+		Signer: blobapi.Signer{Key: p.SASKey, Clock: p.Clock}}
+	rgs := &resources.Service{Store: p.Store, Ops: p.Runner, Clock: p.Clock, Cascades: []resources.Cascade{engine}}
+	rgs.Routes(router)
+	p.Authz.Routes(router)
+	protecting := &backup.Service{Store: p.Store, Clock: p.Clock, Disks: engine, Permissions: p.Authz, Data: engine,
+		Snapshots: engine, Log: log.With("component", "backup")}
+	// Guarded backups' snapshots go only through their vault.
+	disks.Guard, rgs.Guards = protecting, []resources.Guard{protecting}
+	protecting.Register(p.Runner)
+	if _, err := protecting.Reindex(ctx); err != nil {
+		return nil, fmt.Errorf("index backup instances: %w", err)
+	}
+	protection := &dataprotection.Service{Store: p.Store, Ops: p.Runner, Clock: p.Clock, TenantID: p.TenantID, Backup: protecting}
+	protection.Routes(router)
+	disks.Routes(router)
+	return &controlPlane{router: router, engine: engine, disks: disks, backup: protecting}, nil
 }
 
 // Files of the disk data plane inside the data directory.

@@ -113,9 +113,11 @@ var rules = []rule{
 		examples: []string{"internal/provider/compute", "internal/provider/dataprotection"},
 	},
 	{
-		name:     "an engine imports a provider",
-		from:     func(p string) bool { return under(p, "internal/backup") || under(p, "internal/disk") },
-		to:       func(_, to string) bool { return under(to, "internal/provider") },
+		name: "an engine imports a provider or the server that wires it",
+		from: func(p string) bool { return under(p, "internal/backup") || under(p, "internal/disk") },
+		to: func(_, to string) bool {
+			return under(to, "internal/provider") || under(to, "internal/server")
+		},
 		examples: []string{"internal/disk"},
 	},
 	{

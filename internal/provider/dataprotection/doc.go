@@ -1,7 +1,8 @@
 // Package dataprotection serves Microsoft.DataProtection for managed disks:
 // backup vaults with a system-assigned identity, disk backup policies,
-// validateForBackup, backup instances and their protection states, and the
-// operation status and result endpoints of both api-version families.
+// validateForBackup, backup instances and their protection states, resource
+// guards and the vault's guard proxy, and the operation status and result
+// endpoints of both api-version families.
 //
 // A handler parses and checks the request, calls one use case of
 // internal/backup, and writes the answer; the durable operations it

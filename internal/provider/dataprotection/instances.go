@@ -93,7 +93,7 @@ func (s *Service) putInstance(ctx context.Context, r *arm.Request) (*arm.Respons
 		}
 		location = v.Location
 		out, created, err = s.Backup.PutInstance(ctx, tx, backup.InstanceRequest{VaultID: vault, Name: name,
-			Tags: in.Tags, Properties: *in.Properties, ActivityID: activityOf(r)})
+			Tags: in.Tags, Properties: *in.Properties, ActivityID: activityOf(r), Caller: callerOf(r, in.Properties.ResourceGuardOperationRequests)})
 		if err != nil {
 			return err
 		}
@@ -174,7 +174,7 @@ func (s *Service) startOnInstance(ctx context.Context, r *arm.Request, kind, act
 
 func (s *Service) deleteInstance(ctx context.Context, r *arm.Request) (*arm.Response, error) {
 	resp, err := s.startOnInstance(ctx, r, kindDeleteInstance, "", 30, func(tx meta.Tx, id string) (InstanceResource, error) {
-		return s.Backup.StartDelete(ctx, tx, id)
+		return s.Backup.StartDelete(ctx, tx, id, callerOf(r, nil))
 	})
 	if errs.Is(err, errs.NotFound) {
 		// Deleting what is not there succeeds, unless the vault is missing.
@@ -204,11 +204,16 @@ func (s *Service) instanceOperationResult(ctx context.Context, r *arm.Request) (
 
 func (s *Service) changeState(a backup.Action) arm.HandlerFunc {
 	return func(ctx context.Context, r *arm.Request) (*arm.Response, error) {
-		if len(strings.TrimSpace(string(r.Body))) > 0 && !json.Valid(r.Body) {
-			return nil, invalid("InvalidRequestContent", "", "The request content is not valid JSON.")
+		var in struct {
+			ResourceGuardOperationRequests []string `json:"resourceGuardOperationRequests"`
+		}
+		if len(strings.TrimSpace(string(r.Body))) > 0 {
+			if err := json.Unmarshal(r.Body, &in); err != nil {
+				return nil, invalid("InvalidRequestContent", "", "The request content is not valid JSON, or resourceGuardOperationRequests is not a list of strings.")
+			}
 		}
 		return s.startOnInstance(ctx, r, kindChangeState, a.Name, 10, func(tx meta.Tx, id string) (InstanceResource, error) {
-			return s.Backup.StartAction(ctx, tx, id, a)
+			return s.Backup.StartAction(ctx, tx, id, a, callerOf(r, in.ResourceGuardOperationRequests))
 		})
 	}
 }

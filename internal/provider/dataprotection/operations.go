@@ -227,6 +227,13 @@ func (s *Service) listOperations(_ context.Context, r *arm.Request) (*arm.Respon
 		{"backupVaults/backupInstances/write", "Backup Instances", "Configure protection", "Creates a backup instance."},
 		{"backupVaults/backupInstances/read", "Backup Instances", "Get backup instances", "Gets or lists backup instances."},
 		{"backupVaults/backupInstances/delete", "Backup Instances", "Stop protection and delete data", "Deletes a backup instance and its backups."},
+		{"resourceGuards/write", "Resource Guards", "Create or update a resource guard", "Creates or updates a resource guard."},
+		{"resourceGuards/read", "Resource Guards", "Get resource guards", "Gets or lists resource guards."},
+		{"resourceGuards/delete", "Resource Guards", "Delete a resource guard", "Deletes a resource guard that no vault uses."},
+		{"backupVaults/backupResourceGuardProxies/write", "Resource Guard Proxies", "Associate a resource guard", "Associates a resource guard with a Backup vault."},
+		{"backupVaults/backupResourceGuardProxies/read", "Resource Guard Proxies", "Get resource guard proxies", "Gets or lists a vault's resource guard proxy."},
+		{"backupVaults/backupResourceGuardProxies/delete", "Resource Guard Proxies", "Remove a resource guard", "Removes a vault's resource guard; a critical operation."},
+		{"backupVaults/backupResourceGuardProxies/unlockDelete/action", "Resource Guard Proxies", "Unlock removing a resource guard", "Approves removing a vault's resource guard for a while."},
 		{"locations/operationStatus/read", "Operation Status", "Get operation status", "Gets the status of an asynchronous operation."},
 		{"locations/operationResults/read", "Operation Results", "Get operation result", "Gets the result of an asynchronous operation."},
 	}

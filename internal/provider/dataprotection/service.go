@@ -82,6 +82,7 @@ func (s *Service) Routes(r *arm.Router) {
 	}
 
 	s.backupRoutes(h)
+	s.guardRoutes(h)
 
 	// Operations of the provider and their status.
 	h(http.MethodGet, locationPath+"/operationStatus/{operationId}", "locations/operationStatus/read", s.operationStatus)

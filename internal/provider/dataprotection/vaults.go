@@ -20,10 +20,13 @@ type vaultInput struct {
 	Tags       map[string]string `json:"tags"`
 	Identity   *Identity         `json:"identity"`
 	Properties *struct {
-		StorageSettings    []StorageSetting  `json:"storageSettings"`
-		SecuritySettings   *SecuritySettings `json:"securitySettings"`
-		MonitoringSettings json.RawMessage   `json:"monitoringSettings"`
-		FeatureSettings    json.RawMessage   `json:"featureSettings"`
+		StorageSettings  []StorageSetting  `json:"storageSettings"`
+		SecuritySettings *SecuritySettings `json:"securitySettings"`
+		// Approvals of the vault's resource guard for a write that lowers
+		// its security.
+		ResourceGuardOperationRequests []string        `json:"resourceGuardOperationRequests"`
+		MonitoringSettings             json.RawMessage `json:"monitoringSettings"`
+		FeatureSettings                json.RawMessage `json:"featureSettings"`
 	} `json:"properties"`
 }
 
@@ -176,8 +179,14 @@ func (s *Service) putVault(ctx context.Context, r *arm.Request) (*arm.Response, 
 		if out.Properties.StorageSettings == nil {
 			out.Properties.StorageSettings = []StorageSetting{}
 		}
+		before := out.Properties.SecuritySettings
 		if out.Properties.SecuritySettings, err = backup.MergeSecurity(out.Properties.SecuritySettings, in.Properties.SecuritySettings); err != nil {
 			return err
+		}
+		if backup.SecurityReduced(before, out.Properties.SecuritySettings) {
+			if err := s.Backup.Authorize(ctx, tx, id, backup.OpReduceSecurity, callerOf(r, in.Properties.ResourceGuardOperationRequests)); err != nil {
+				return err
+			}
 		}
 		if in.Properties.MonitoringSettings != nil {
 			out.Properties.MonitoringSettings = in.Properties.MonitoringSettings
@@ -275,8 +284,14 @@ func (s *Service) patchVault(ctx context.Context, r *arm.Request) (*arm.Response
 		}
 		s.applyIdentity(&v, in.Identity)
 		if p := in.Properties; p != nil {
+			before := v.Properties.SecuritySettings
 			if v.Properties.SecuritySettings, err = backup.MergeSecurity(v.Properties.SecuritySettings, p.SecuritySettings); err != nil {
 				return err
+			}
+			if backup.SecurityReduced(before, v.Properties.SecuritySettings) {
+				if err := s.Backup.Authorize(ctx, tx, v.ID, backup.OpReduceSecurity, callerOf(r, p.ResourceGuardOperationRequests)); err != nil {
+					return err
+				}
 			}
 			if p.MonitoringSettings != nil {
 				v.Properties.MonitoringSettings = p.MonitoringSettings
