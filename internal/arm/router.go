@@ -265,6 +265,7 @@ type Router struct {
 	log     *slog.Logger
 	observe Observer
 	maxBody int64
+	shapes  *shapeTable
 }
 
 // NewRouter returns a router that authenticates with authn and authorizes
@@ -273,7 +274,7 @@ func NewRouter(authn Authenticator, authz Authorizer, log *slog.Logger, observe 
 	if observe == nil {
 		observe = func(string, string, int, time.Duration) {}
 	}
-	return &Router{authn: authn, authz: authz, log: log, observe: observe, maxBody: 4 << 20}
+	return &Router{authn: authn, authz: authz, log: log, observe: observe, maxBody: 4 << 20, shapes: loadShapes()}
 }
 
 // Handle adds a route. Earlier routes win when two match.
@@ -363,49 +364,57 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 		return
 	}
 
-	principal, err := rt.authenticate(hr)
-	if err != nil {
-		WriteError(rec, err)
-		return
-	}
-	log = log.With("principal", principal.ObjectID)
-	auxiliary, err := rt.authenticateAuxiliary(hr)
-	if err != nil {
-		WriteError(rec, err)
-		return
-	}
-	if err := checkPath(path); err != nil {
-		WriteError(rec, err)
-		return
-	}
-	if err := checkQuery(hr.URL.RawQuery); err != nil {
-		WriteError(rec, err)
-		return
-	}
-	if route == nil {
-		if len(methodMismatch) > 0 {
-			h.Set("Allow", strings.Join(methodMismatch, ", "))
-			WriteError(rec, errs.E(errs.MethodNotAllowed, "MethodNotAllowed",
-				"The requested resource does not support http method '%s'.", hr.Method))
-			return
-		}
-		WriteError(rec, errs.E(errs.NotFound, "InvalidResourceType",
-			"The resource type could not be found: no operation matches the path '%s'.", hr.URL.Path))
-		return
-	}
 	apiVersion := ""
 	for k, v := range hr.URL.Query() {
 		if strings.EqualFold(k, "api-version") && len(v) > 0 {
 			apiVersion = v[0]
 		}
 	}
+	// Every answer to a route asked in a version, refusals included, is in
+	// the shape of that version (or of its neighbour, for an unknown one).
+	var out http.ResponseWriter = rec
+	if route != nil && apiVersion != "" {
+		if op, _ := rt.shapes.shapeFor(route, apiVersion); op != nil {
+			out = &shapingWriter{ResponseWriter: rec, table: rt.shapes, op: op}
+		}
+	}
+	principal, err := rt.authenticate(hr)
+	if err != nil {
+		WriteError(out, err)
+		return
+	}
+	log = log.With("principal", principal.ObjectID)
+	auxiliary, err := rt.authenticateAuxiliary(hr)
+	if err != nil {
+		WriteError(out, err)
+		return
+	}
+	if err := checkPath(path); err != nil {
+		WriteError(out, err)
+		return
+	}
+	if err := checkQuery(hr.URL.RawQuery); err != nil {
+		WriteError(out, err)
+		return
+	}
+	if route == nil {
+		if len(methodMismatch) > 0 {
+			h.Set("Allow", strings.Join(methodMismatch, ", "))
+			WriteError(out, errs.E(errs.MethodNotAllowed, "MethodNotAllowed",
+				"The requested resource does not support http method '%s'.", hr.Method))
+			return
+		}
+		WriteError(out, errs.E(errs.NotFound, "InvalidResourceType",
+			"The resource type could not be found: no operation matches the path '%s'.", hr.URL.Path))
+		return
+	}
 	if apiVersion == "" {
-		WriteError(rec, errs.E(errs.Invalid, "MissingApiVersionParameter",
+		WriteError(out, errs.E(errs.Invalid, "MissingApiVersionParameter",
 			"The api-version query parameter (?api-version=) is required for all requests."))
 		return
 	}
 	if !route.Versions.Has(apiVersion) {
-		WriteError(rec, errs.E(errs.Invalid, "InvalidApiVersionParameter",
+		WriteError(out, errs.E(errs.Invalid, "InvalidApiVersionParameter",
 			"The api-version '%s' is invalid. The supported versions for '%s' are '%s'.",
 			apiVersion, route.Versions.Provider, strings.Join(route.Versions.Versions, ",")).WithTarget("api-version"))
 		return
@@ -420,7 +429,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	// whether or not something by that name exists.
 	if id, err := ParseResourceID(req.ResourceID()); err == nil {
 		if err := validateNames(id); err != nil {
-			WriteError(rec, err)
+			WriteError(out, err)
 			return
 		}
 		req.ID = id
@@ -431,11 +440,11 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	}
 	if rt.authz != nil && !route.AnyPrincipal {
 		if err := rt.authz.Authorize(hr.Context(), principal, route.Action, scope); err != nil {
-			WriteError(rec, err)
+			WriteError(out, err)
 			return
 		}
 	}
-	rt.serve(rec, hr, route, req, log)
+	rt.serve(out, hr, route, req, log)
 }
 
 func (rt *Router) serve(w http.ResponseWriter, hr *http.Request, route *Route, req *Request, log *slog.Logger) {

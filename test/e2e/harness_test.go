@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if catalog != nil {
+		catalog.report(os.Stdout)
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -185,7 +188,10 @@ func (s *server) start(extra ...string) {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	s.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	// Every client of the suite (raw requests and the SDKs) goes through
+	// this transport, so every ARM response is checked against its schema.
+	s.client = &http.Client{Timeout: 30 * time.Second, Transport: schemaCheckingTransport{
+		base: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}, t: s.t}}
 	// Each probe on a new connection with a short timeout: one stalled
 	// connection must not use up the deadline.
 	var last string
