@@ -82,9 +82,11 @@ func serveVolume(t testing.TB, vol *volume.Volume, opts ...func(*Server)) *testS
 		Lookup: func(_ context.Context, name string) (Export, func(), error) {
 			switch name {
 			case "disk":
-				return vol, nil, nil
+				return mappedVolume{vol}, nil, nil
 			case "ro":
-				return ReadOnly(vol), nil, nil
+				return ReadOnly(mappedVolume{vol}), nil, nil
+			case "unmapped": // an export that cannot tell where its data is
+				return vol, nil, nil
 			case "secret":
 				return nil, nil, errs.E(errs.Forbidden, "Denied", "no")
 			}
@@ -115,6 +117,21 @@ func serveVolume(t testing.TB, vol *volume.Volume, opts ...func(*Server)) *testS
 		}
 	})
 	return ts
+}
+
+// mappedVolume is a volume as internal/disk exports it: with its
+// allocation map in the nbd package's terms.
+type mappedVolume struct{ *volume.Volume }
+
+var _ Mapper = mappedVolume{}
+
+func (m mappedVolume) Extents(off, n int64) ([]Extent, error) {
+	exts, err := m.Volume.Extents(off, n)
+	out := make([]Extent, len(exts))
+	for i, x := range exts {
+		out[i] = Extent{Len: x.Len, Hole: x.Hole, Zero: x.Zero}
+	}
+	return out, err
 }
 
 // rawClient speaks just enough NBD to send malformed and edge-case
@@ -267,6 +284,61 @@ func (rc *rawClient) do(typ, flags uint16, off int64, length uint32, payload []b
 		return 0, data
 	}
 	return errno, nil
+}
+
+// chunk is one structured reply chunk.
+type chunk struct {
+	flags, typ uint16
+	handle     uint64
+	payload    []byte
+}
+
+// readChunk reads one structured reply chunk.
+func (rc *rawClient) readChunk() chunk {
+	rc.t.Helper()
+	var h [chunkHeaderLen]byte
+	rc.readFull(h[:])
+	if binary.BigEndian.Uint32(h[0:]) != magicChunk {
+		rc.t.Fatalf("bad chunk magic % x", h)
+	}
+	c := chunk{
+		flags:  binary.BigEndian.Uint16(h[4:]),
+		typ:    binary.BigEndian.Uint16(h[6:]),
+		handle: binary.BigEndian.Uint64(h[8:]),
+	}
+	c.payload = make([]byte, binary.BigEndian.Uint32(h[16:]))
+	rc.readFull(c.payload)
+	return c
+}
+
+// chunks sends one request and reads its structured reply up to the chunk
+// marked done.
+func (rc *rawClient) chunks(typ, flags uint16, off int64, length uint32) []chunk {
+	rc.t.Helper()
+	rc.request(typ, flags, 0x5678, off, length, nil)
+	var cs []chunk
+	for {
+		c := rc.readChunk()
+		if c.handle != 0x5678 {
+			rc.t.Fatalf("chunk for handle %#x", c.handle)
+		}
+		cs = append(cs, c)
+		if c.flags&chunkFlagDone != 0 {
+			return cs
+		}
+	}
+}
+
+// metaData is the data of LIST/SET_META_CONTEXT: an export name and queries.
+func metaData(name string, queries ...string) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
+	b = append(b, name...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(queries)))
+	for _, q := range queries {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(q)))
+		b = append(b, q...)
+	}
+	return b
 }
 
 func fmtErrno(e uint32) string { return fmt.Sprintf("errno %d", e) }
