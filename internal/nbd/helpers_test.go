@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,8 +57,10 @@ func mustRun(t *testing.T, name string, args ...string) []byte {
 // testServer is a server on 127.0.0.1 over one volume, exported read-write
 // as "disk" and read-only as "ro". Only "disk" is listed.
 type testServer struct {
-	srv  *Server
-	vol  *volume.Volume
+	srv *Server
+	vol *volume.Volume
+	// read counts the bytes read through the "disk" and "ro" exports.
+	read *atomic.Int64
 	addr string
 	done chan error
 }
@@ -78,13 +81,14 @@ func serveVolume(t testing.TB, vol *volume.Volume, opts ...func(*Server)) *testS
 	if err != nil {
 		t.Fatal(err)
 	}
+	read := new(atomic.Int64)
 	srv := &Server{
 		Lookup: func(_ context.Context, name string) (Export, func(), error) {
 			switch name {
 			case "disk":
-				return mappedVolume{vol}, nil, nil
+				return mappedVolume{vol, read}, nil, nil
 			case "ro":
-				return ReadOnly(mappedVolume{vol}), nil, nil
+				return ReadOnly(mappedVolume{vol, read}), nil, nil
 			case "unmapped": // an export that cannot tell where its data is
 				return vol, nil, nil
 			case "secret":
@@ -101,7 +105,7 @@ func serveVolume(t testing.TB, vol *volume.Volume, opts ...func(*Server)) *testS
 	for _, o := range opts {
 		o(srv)
 	}
-	ts := &testServer{srv: srv, vol: vol, addr: ln.Addr().String(), done: make(chan error, 1)}
+	ts := &testServer{srv: srv, vol: vol, read: read, addr: ln.Addr().String(), done: make(chan error, 1)}
 	go func() { ts.done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -121,9 +125,17 @@ func serveVolume(t testing.TB, vol *volume.Volume, opts ...func(*Server)) *testS
 
 // mappedVolume is a volume as internal/disk exports it: with its
 // allocation map in the nbd package's terms.
-type mappedVolume struct{ *volume.Volume }
+type mappedVolume struct {
+	*volume.Volume
+	read *atomic.Int64
+}
 
 var _ Mapper = mappedVolume{}
+
+func (m mappedVolume) ReadAt(p []byte, off int64) (int, error) {
+	m.read.Add(int64(len(p)))
+	return m.Volume.ReadAt(p, off)
+}
 
 func (m mappedVolume) Extents(off, n int64) ([]Extent, error) {
 	exts, err := m.Volume.Extents(off, n)
