@@ -57,7 +57,10 @@ type revocable struct {
 	revoked atomic.Bool
 }
 
-var _ nbd.Export = (*revocable)(nil)
+var (
+	_ nbd.Export = (*revocable)(nil)
+	_ nbd.Mapper = (*revocable)(nil)
+)
 
 func detached() error {
 	return errs.E(errs.Forbidden, "DiskDetached", "The disk was detached.")
@@ -82,6 +85,20 @@ func (e *revocable) Zero(off, n int64) error {
 		return detached()
 	}
 	return e.Volume.Zero(off, n)
+}
+
+// Extents is the volume's allocation map, for NBD block status and sparse
+// reads.
+func (e *revocable) Extents(off, n int64) ([]nbd.Extent, error) {
+	if e.revoked.Load() {
+		return nil, detached()
+	}
+	exts, err := e.Volume.Extents(off, n)
+	out := make([]nbd.Extent, len(exts))
+	for i, x := range exts {
+		out[i] = nbd.Extent{Len: x.Len, Hole: x.Hole, Zero: x.Zero}
+	}
+	return out, err
 }
 
 func (e *revocable) Flush() error {

@@ -36,6 +36,12 @@ type conn struct {
 
 	stopping atomic.Bool
 
+	// Negotiated in option haggling: structured replies, and the export
+	// base:allocation was selected for (allocation is false if none).
+	structured     bool
+	allocation     bool
+	allocationName string
+
 	// Transmission phase.
 	exp      Export
 	release  func()
@@ -228,6 +234,8 @@ func (c *conn) handshake(ctx context.Context) (bool, error) {
 				c.br.Reset(tc)
 				c.bw.Reset(tc)
 				tlsDone = true
+				// Nothing negotiated in plain text survives the upgrade.
+				c.structured, c.allocation = false, false
 			}
 
 		case optInfo, optGo:
@@ -236,8 +244,23 @@ func (c *conn) handshake(ctx context.Context) (bool, error) {
 				return done, err
 			}
 
+		case optStructuredReply:
+			typ, msg := uint32(repAck), ""
+			if len(data) != 0 {
+				typ, msg = repErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data"
+			} else {
+				c.structured = true
+			}
+			if err := c.optReply(opt, typ, []byte(msg)); err != nil {
+				return false, err
+			}
+
+		case optListMetaContext, optSetMetaContext:
+			if err := c.optMetaContext(opt, data); err != nil {
+				return false, err
+			}
+
 		default:
-			// Includes NBD_OPT_STRUCTURED_REPLY: simple replies only.
 			if err := c.optReply(opt, repErrUnsup, nil); err != nil {
 				return false, err
 			}
@@ -309,7 +332,7 @@ func (c *conn) optInfo(ctx context.Context, opt uint32, data []byte) (bool, erro
 		}
 		return false, c.optReply(opt, typ, []byte(msg))
 	}
-	size, tflags := exportInfo(exp)
+	size, tflags := c.exportInfo(exp)
 	var info [14]byte
 	binary.BigEndian.PutUint16(info[0:], infoExport)
 	binary.BigEndian.PutUint64(info[2:], uint64(size))
@@ -335,6 +358,63 @@ func (c *conn) optInfo(ctx context.Context, opt uint32, data []byte) (bool, erro
 	return true, nil
 }
 
+// optMetaContext answers NBD_OPT_LIST_META_CONTEXT and
+// NBD_OPT_SET_META_CONTEXT. The only context is base:allocation; a SET
+// replaces the selection (with nothing, if no query names it) for the
+// export it names.
+func (c *conn) optMetaContext(opt uint32, data []byte) error {
+	if !c.structured {
+		return c.optReply(opt, repErrInvalid, []byte("negotiate structured replies first"))
+	}
+	// Data: u32 name length, name, u32 query count, count * (u32 length, query).
+	name, rest, ok := cutString(data)
+	if !ok || len(rest) < 4 {
+		return c.optReply(opt, repErrInvalid, []byte("bad export name"))
+	}
+	n := binary.BigEndian.Uint32(rest)
+	rest = rest[4:]
+	match := opt == optListMetaContext && n == 0 // no query lists everything
+	for range n {
+		var q string
+		if q, rest, ok = cutString(rest); !ok {
+			return c.optReply(opt, repErrInvalid, []byte("bad query"))
+		}
+		switch {
+		case q == contextAllocation:
+			match = true
+		case opt == optListMetaContext && q == "base:":
+			match = true // a namespace alone lists what it holds
+		}
+	}
+	if len(rest) != 0 {
+		return c.optReply(opt, repErrInvalid, []byte("bad query count"))
+	}
+	id := uint32(0) // what LIST sends: ids mean nothing outside SET
+	if opt == optSetMetaContext {
+		c.allocation, c.allocationName = match, name
+		id = contextAllocationID
+	}
+	if match {
+		b := binary.BigEndian.AppendUint32(nil, id)
+		if err := c.optReply(opt, repMetaContext, append(b, contextAllocation...)); err != nil {
+			return err
+		}
+	}
+	return c.optReply(opt, repAck, nil)
+}
+
+// cutString splits a u32-length-prefixed string off b.
+func cutString(b []byte) (string, []byte, bool) {
+	if len(b) < 4 {
+		return "", nil, false
+	}
+	n := binary.BigEndian.Uint32(b)
+	if uint64(n) > uint64(len(b)-4) {
+		return "", nil, false
+	}
+	return string(b[4 : 4+n]), b[4+n:], true
+}
+
 func (c *conn) lookup(ctx context.Context, name string) (Export, func(), error) {
 	if c.s.Lookup == nil {
 		return nil, nil, errs.E(errs.NotFound, "ExportNotFound", "no exports")
@@ -349,8 +429,11 @@ func (c *conn) lookup(ctx context.Context, name string) (Export, func(), error) 
 	return exp, release, err
 }
 
-func exportInfo(exp Export) (int64, uint16) {
+func (c *conn) exportInfo(exp Export) (int64, uint16) {
 	f := uint16(tflagHasFlags | tflagSendFlush | tflagCanMultiConn)
+	if c.structured {
+		f |= tflagSendDF
+	}
 	if exp.ReadOnly() {
 		f |= tflagReadOnly
 	} else {
@@ -361,7 +444,10 @@ func exportInfo(exp Export) (int64, uint16) {
 
 func (c *conn) enter(exp Export, release func(), name string) {
 	c.exp, c.release = exp, release
-	c.size, c.tflags = exportInfo(exp)
+	c.size, c.tflags = c.exportInfo(exp)
+	if c.allocationName != name {
+		c.allocation = false // contexts were selected for another export
+	}
 	c.log = c.log.With("export", name)
 	c.log.Debug("nbd transmission started", "size", c.size)
 }

@@ -31,13 +31,49 @@ type ZeroFiller interface {
 	ZeroFill(off, n int64) error
 }
 
+// Extent is a run of an export's bytes that share one allocation state.
+type Extent struct {
+	Len int64
+	// Hole: no storage is allocated for the run (NBD_STATE_HOLE).
+	Hole bool
+	// Zero: the run reads as zeros (NBD_STATE_ZERO).
+	Zero bool
+}
+
+// Mapper is an Export that knows where its data is. It answers
+// NBD_CMD_BLOCK_STATUS for base:allocation and lets structured reads send
+// zero runs as holes instead of bytes. An Export without it is reported as
+// all data, which is always correct, only slower for sparse copies.
+type Mapper interface {
+	// Extents describes [off, off+n) (inside Size, n > 0) as consecutive
+	// runs starting at off. They may stop short of off+n (then the caller
+	// asks again from where they end) but cover at least one byte and never
+	// more than n. A run reported Zero must read as zeros unless a write
+	// overlapping it runs concurrently; a run not reported Zero may still
+	// hold zeros. It may be called from many goroutines at once.
+	Extents(off, n int64) ([]Extent, error)
+}
+
+// extentsOf is Extents of e, or one data run if e is no Mapper.
+func extentsOf(e Export, off, n int64) ([]Extent, error) {
+	if m, ok := e.(Mapper); ok {
+		return m.Extents(off, n)
+	}
+	return []Extent{{Len: n}}, nil
+}
+
 // ReadOnly wraps e so that it reports itself read-only and refuses writes
 // with errs.Forbidden even if called directly.
 func ReadOnly(e Export) Export { return readOnly{e} }
 
 type readOnly struct{ Export }
 
-var _ Export = readOnly{}
+var (
+	_ Export = readOnly{}
+	_ Mapper = readOnly{}
+)
+
+func (r readOnly) Extents(off, n int64) ([]Extent, error) { return extentsOf(r.Export, off, n) }
 
 func (readOnly) ReadOnly() bool { return true }
 

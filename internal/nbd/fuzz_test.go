@@ -36,7 +36,35 @@ func (m *memExport) Zero(off, n int64) error {
 	clear(m.data[off : off+n])
 	return nil
 }
-func (m *memExport) Flush() error   { return nil }
+func (m *memExport) Flush() error { return nil }
+
+// Extents reports 4 KiB blocks of zeros as holes, so fuzzed reads and
+// block status queries walk runs of both kinds.
+func (m *memExport) Extents(off, n int64) ([]Extent, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Extent
+	for pos := off; pos < off+n; {
+		end := min((pos/4096+1)*4096, off+n)
+		zero := allZeros(m.data[pos:end])
+		if k := len(out); k > 0 && out[k-1].Zero == zero {
+			out[k-1].Len += end - pos
+		} else {
+			out = append(out, Extent{Len: end - pos, Hole: zero, Zero: zero})
+		}
+		pos = end
+	}
+	return out, nil
+}
+
+func allZeros(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
 func (m *memExport) ReadOnly() bool { return false }
 
 // Client preludes the fuzzer's bytes may follow, so that mutations start
@@ -47,6 +75,7 @@ const (
 	preludeExportName        // NBD_OPT_EXPORT_NAME "disk"; requests follow
 	preludeGo                // NBD_OPT_GO "disk"; requests follow
 	preludeGoReadOnly        // NBD_OPT_GO "ro"; requests follow
+	preludeStructured        // structured replies, base:allocation, GO "disk"
 	preludes
 )
 
@@ -63,6 +92,17 @@ func nbdGo(name string) []byte {
 	d = binary.BigEndian.AppendUint16(d, 1)
 	d = binary.BigEndian.AppendUint16(d, infoBlockSize)
 	return nbdOption(optGo, d)
+}
+
+func nbdMeta(name string, queries ...string) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
+	b = append(b, name...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(queries)))
+	for _, q := range queries {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(q)))
+		b = append(b, q...)
+	}
+	return b
 }
 
 func nbdRequest(typ, flags uint16, handle uint64, off uint64, length uint32, payload []byte) []byte {
@@ -86,6 +126,10 @@ func prelude(kind uint8) []byte {
 		return append(flags, nbdGo("disk")...)
 	case preludeGoReadOnly:
 		return append(flags, nbdGo("ro")...)
+	case preludeStructured:
+		b := append(flags, nbdOption(optStructuredReply, nil)...)
+		b = append(b, nbdOption(optSetMetaContext, nbdMeta("disk", contextAllocation))...)
+		return append(b, nbdGo("disk")...)
 	}
 	return nil
 }
@@ -122,6 +166,17 @@ func FuzzServer(f *testing.F) {
 		nbdRequest(cmdWrite, 0, 10, 1<<20, 1, []byte("x")), nbdRequest(cmdRead, 4, 11, 0, 1, nil), nbdRequest(77, 0, 12, 0, 0, nil)))
 	f.Add(uint8(preludeGo), nbdRequest(cmdRead, 0, 13, 0, maxPayload+1, nil))
 	f.Add(uint8(preludeExportName), nbdRequest(cmdWrite, 0, 14, 0, 8, []byte("short")))
+	f.Add(uint8(preludeFlags), cat(nbdOption(optSetMetaContext, nbdMeta("disk", contextAllocation)), nbdOption(optStructuredReply, []byte{1}),
+		nbdOption(optStructuredReply, nil), nbdOption(optListMetaContext, nbdMeta("disk")), nbdOption(optListMetaContext, nbdMeta("disk", "base:", "x-y:z")),
+		nbdOption(optSetMetaContext, nbdMeta("ro", contextAllocation)), nbdGo("disk"), nbdRequest(cmdBlockStatus, 0, 20, 0, 4096, nil),
+		nbdRequest(cmdRead, cmdFlagDF, 21, 0, 4096, nil)))
+	f.Add(uint8(preludeFlags), cat(nbdOption(optStructuredReply, nil), nbdOption(optSetMetaContext, []byte{0, 0, 0, 4, 'd', 'i', 's', 'k', 0, 0, 0, 9, 0}),
+		nbdOption(optListMetaContext, nbdMeta("disk", "base:")[:10])))
+	f.Add(uint8(preludeStructured), cat(nbdRequest(cmdWrite, 0, 22, 70000, 5, []byte("hello")), nbdRequest(cmdBlockStatus, 0, 23, 0, 1<<20, nil),
+		nbdRequest(cmdBlockStatus, cmdFlagReqOne, 24, 65536, 8192, nil), nbdRequest(cmdRead, 0, 25, 0, 1<<20, nil),
+		nbdRequest(cmdRead, cmdFlagDF, 26, 0, 1<<20, nil), nbdRequest(cmdRead, 0, 27, 0, 0, nil)))
+	f.Add(uint8(preludeStructured), cat(nbdRequest(cmdBlockStatus, 0, 28, 0, 0, nil), nbdRequest(cmdBlockStatus, cmdFlagFUA, 29, 0, 1, nil),
+		nbdRequest(cmdBlockStatus, 0, 30, 1<<20-1, 2, nil), nbdRequest(cmdRead, cmdFlagReqOne, 31, 0, 1, nil), nbdRequest(cmdRead, 0, 32, 1<<63, 1, nil)))
 	f.Add(uint8(preludeGoReadOnly), cat(nbdRequest(cmdWrite, 0, 15, 0, 3, []byte("abc")), nbdRequest(cmdTrim, 0, 16, 0, 3, nil)))
 
 	f.Fuzz(func(t *testing.T, kind uint8, data []byte) {

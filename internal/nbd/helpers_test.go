@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,8 +57,10 @@ func mustRun(t *testing.T, name string, args ...string) []byte {
 // testServer is a server on 127.0.0.1 over one volume, exported read-write
 // as "disk" and read-only as "ro". Only "disk" is listed.
 type testServer struct {
-	srv  *Server
-	vol  *volume.Volume
+	srv *Server
+	vol *volume.Volume
+	// read counts the bytes read through the "disk" and "ro" exports.
+	read *atomic.Int64
 	addr string
 	done chan error
 }
@@ -78,13 +81,16 @@ func serveVolume(t testing.TB, vol *volume.Volume, opts ...func(*Server)) *testS
 	if err != nil {
 		t.Fatal(err)
 	}
+	read := new(atomic.Int64)
 	srv := &Server{
 		Lookup: func(_ context.Context, name string) (Export, func(), error) {
 			switch name {
 			case "disk":
-				return vol, nil, nil
+				return mappedVolume{vol, read}, nil, nil
 			case "ro":
-				return ReadOnly(vol), nil, nil
+				return ReadOnly(mappedVolume{vol, read}), nil, nil
+			case "unmapped": // an export that cannot tell where its data is
+				return vol, nil, nil
 			case "secret":
 				return nil, nil, errs.E(errs.Forbidden, "Denied", "no")
 			}
@@ -99,7 +105,7 @@ func serveVolume(t testing.TB, vol *volume.Volume, opts ...func(*Server)) *testS
 	for _, o := range opts {
 		o(srv)
 	}
-	ts := &testServer{srv: srv, vol: vol, addr: ln.Addr().String(), done: make(chan error, 1)}
+	ts := &testServer{srv: srv, vol: vol, read: read, addr: ln.Addr().String(), done: make(chan error, 1)}
 	go func() { ts.done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -115,6 +121,29 @@ func serveVolume(t testing.TB, vol *volume.Volume, opts ...func(*Server)) *testS
 		}
 	})
 	return ts
+}
+
+// mappedVolume is a volume as internal/disk exports it: with its
+// allocation map in the nbd package's terms.
+type mappedVolume struct {
+	*volume.Volume
+	read *atomic.Int64
+}
+
+var _ Mapper = mappedVolume{}
+
+func (m mappedVolume) ReadAt(p []byte, off int64) (int, error) {
+	m.read.Add(int64(len(p)))
+	return m.Volume.ReadAt(p, off)
+}
+
+func (m mappedVolume) Extents(off, n int64) ([]Extent, error) {
+	exts, err := m.Volume.Extents(off, n)
+	out := make([]Extent, len(exts))
+	for i, x := range exts {
+		out[i] = Extent{Len: x.Len, Hole: x.Hole, Zero: x.Zero}
+	}
+	return out, err
 }
 
 // rawClient speaks just enough NBD to send malformed and edge-case
@@ -267,6 +296,61 @@ func (rc *rawClient) do(typ, flags uint16, off int64, length uint32, payload []b
 		return 0, data
 	}
 	return errno, nil
+}
+
+// chunk is one structured reply chunk.
+type chunk struct {
+	flags, typ uint16
+	handle     uint64
+	payload    []byte
+}
+
+// readChunk reads one structured reply chunk.
+func (rc *rawClient) readChunk() chunk {
+	rc.t.Helper()
+	var h [chunkHeaderLen]byte
+	rc.readFull(h[:])
+	if binary.BigEndian.Uint32(h[0:]) != magicChunk {
+		rc.t.Fatalf("bad chunk magic % x", h)
+	}
+	c := chunk{
+		flags:  binary.BigEndian.Uint16(h[4:]),
+		typ:    binary.BigEndian.Uint16(h[6:]),
+		handle: binary.BigEndian.Uint64(h[8:]),
+	}
+	c.payload = make([]byte, binary.BigEndian.Uint32(h[16:]))
+	rc.readFull(c.payload)
+	return c
+}
+
+// chunks sends one request and reads its structured reply up to the chunk
+// marked done.
+func (rc *rawClient) chunks(typ, flags uint16, off int64, length uint32) []chunk {
+	rc.t.Helper()
+	rc.request(typ, flags, 0x5678, off, length, nil)
+	var cs []chunk
+	for {
+		c := rc.readChunk()
+		if c.handle != 0x5678 {
+			rc.t.Fatalf("chunk for handle %#x", c.handle)
+		}
+		cs = append(cs, c)
+		if c.flags&chunkFlagDone != 0 {
+			return cs
+		}
+	}
+}
+
+// metaData is the data of LIST/SET_META_CONTEXT: an export name and queries.
+func metaData(name string, queries ...string) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
+	b = append(b, name...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(queries)))
+	for _, q := range queries {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(q)))
+		b = append(b, q...)
+	}
+	return b
 }
 
 func fmtErrno(e uint32) string { return fmt.Sprintf("errno %d", e) }

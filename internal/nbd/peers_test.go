@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 )
 
@@ -163,7 +164,7 @@ func TestFioRandomWriteVerify(t *testing.T) {
 	requireTool(t, "fio")
 	ts := startServer(t, 128*MiB)
 	out := mustRun(t, "fio", "--name=coffer", "--ioengine=nbd", "--uri="+ts.uri("disk"),
-		"--rw=randwrite", "--bs=4k", "--iodepth=16", "--size=64m", "--runtime=5",
+		"--rw=randwrite", "--bs=4k", "--iodepth=16", "--size=64m",
 		"--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--output-format=json")
 	var res struct {
 		Jobs []struct {
@@ -189,4 +190,114 @@ func TestFioRandomWriteVerify(t *testing.T) {
 	}
 	t.Logf("fio randwrite 4k iodepth 16 with crc32c verify: %.0f IOPS, %d MiB written, %d MiB verified",
 		j.Write.IOPS, j.Write.Bytes>>20, j.Read.Bytes>>20)
+}
+
+// sparseServer serves a volume of size bytes with data only in the given
+// ranges (filled with a pattern), and returns the expected bytes.
+func sparseServer(t *testing.T, size int64, data ...[2]int64) (*testServer, []byte) {
+	t.Helper()
+	ts := startServer(t, size)
+	want := make([]byte, size)
+	rng := rand.New(rand.NewPCG(uint64(size), 7))
+	for _, r := range data {
+		p := want[r[0] : r[0]+r[1]]
+		for i := range p {
+			p[i] = byte(rng.Uint32()) | 1 // never zero, so the range stays data
+		}
+		if _, err := ts.vol.WriteAt(p, r[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ts, want
+}
+
+func TestNbdinfoMap(t *testing.T) {
+	requireTool(t, "nbdinfo")
+	ts, _ := sparseServer(t, 64*MiB, [2]int64{5 * MiB, 2 * MiB}, [2]int64{40 * MiB, 64 << 10})
+	type ext struct {
+		Offset, Length int64
+		Type           int
+	}
+	want := []ext{{0, 5 * MiB, 3}, {5 * MiB, 2 * MiB, 0}, {7 * MiB, 33 * MiB, 3}, {40 * MiB, 64 << 10, 0}, {40*MiB + 64<<10, 24*MiB - 64<<10, 3}}
+	for _, export := range []string{"disk", "ro"} {
+		out := mustRun(t, "nbdinfo", "--map", "--json", ts.uri(export))
+		var got []ext
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("nbdinfo --map --json: %v\n%s", err, out)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: map %+v, want %+v", export, got, want)
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("%s: map %+v, want %+v", export, got, want)
+			}
+		}
+	}
+}
+
+func TestQemuImgMap(t *testing.T) {
+	requireTool(t, "qemu-img")
+	ts, _ := sparseServer(t, 32*MiB, [2]int64{MiB, MiB})
+	out := mustRun(t, "qemu-img", "map", "--output=json", "-f", "raw", ts.uri("disk"))
+	var got []struct {
+		Start, Length int64
+		Zero, Data    bool
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("qemu-img map: %v\n%s", err, out)
+	}
+	if len(got) != 3 || got[0].Length != MiB || !got[0].Zero || got[0].Data ||
+		got[1].Start != MiB || got[1].Length != MiB || got[1].Zero || !got[1].Data ||
+		got[2].Start != 2*MiB || !got[2].Zero || got[2].Data {
+		t.Fatalf("qemu-img map:\n%s", out)
+	}
+}
+
+// allocated is how many bytes of a file's blocks are on disk.
+func allocated(t *testing.T, name string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(name, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
+
+// TestSparseCopies copies a 1 GiB export holding 6 MiB of data with
+// nbdcopy and qemu-img convert: the copies must have the same bytes, stay
+// sparse, and the clients must have read only the data (they learn where
+// it is from block status; without it they read the whole GiB).
+func TestSparseCopies(t *testing.T) {
+	requireTool(t, "nbdcopy", "qemu-img")
+	const size = 1 << 30
+	ts, want := sparseServer(t, size, [2]int64{0, MiB}, [2]int64{300 * MiB, 4 * MiB}, [2]int64{size - MiB, MiB})
+	const data = 6 * MiB
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		cmd  func(out string) []string
+	}{
+		{"nbdcopy", func(out string) []string { return []string{"nbdcopy", ts.uri("disk"), out} }},
+		{"qemu-img convert", func(out string) []string {
+			return []string{"qemu-img", "convert", "-f", "raw", "-O", "raw", ts.uri("disk"), out}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(dir, "out.raw")
+			before := ts.read.Load()
+			args := tc.cmd(out)
+			mustRun(t, args[0], args[1:]...)
+			read := ts.read.Load() - before
+			sameFile(t, out, want)
+			a := allocated(t, out)
+			t.Logf("read %d MiB through the export; the copy has %d MiB allocated", read>>20, a>>20)
+			if a > 2*data || read > 2*data {
+				t.Fatalf("read %d MiB and allocated %d MiB for %d MiB of data", read>>20, a>>20, data>>20)
+			}
+			if err := os.Remove(out); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }

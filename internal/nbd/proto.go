@@ -8,6 +8,7 @@ const (
 	magicOptReply  = 0x0003e889045565a9
 	magicRequest   = 0x25609513
 	magicSimpleRep = 0x67446698
+	magicChunk     = 0x668e33ef // a structured reply chunk
 )
 
 // Handshake flags (server) and client flags.
@@ -26,6 +27,7 @@ const (
 	tflagSendFUA         = 1 << 3
 	tflagSendTrim        = 1 << 5
 	tflagSendWriteZeroes = 1 << 6
+	tflagSendDF          = 1 << 7
 	tflagCanMultiConn    = 1 << 8
 )
 
@@ -38,6 +40,8 @@ const (
 	optInfo            = 6
 	optGo              = 7
 	optStructuredReply = 8
+	optListMetaContext = 9
+	optSetMetaContext  = 10
 )
 
 // Option replies.
@@ -45,6 +49,7 @@ const (
 	repAck         = 1
 	repServer      = 2
 	repInfo        = 3
+	repMetaContext = 4
 	repFlagError   = 1 << 31
 	repErrUnsup    = repFlagError | 1
 	repErrPolicy   = repFlagError | 2
@@ -69,9 +74,33 @@ const (
 	cmdFlush       = 3
 	cmdTrim        = 4
 	cmdWriteZeroes = 6
+	cmdBlockStatus = 7
 
 	cmdFlagFUA    = 1 << 0
 	cmdFlagNoHole = 1 << 1
+	cmdFlagDF     = 1 << 2 // do not fragment a structured read reply
+	cmdFlagReqOne = 1 << 3 // one block status extent is enough
+)
+
+// Structured reply chunk flags and types.
+const (
+	chunkFlagDone = 1 << 0
+
+	chunkNone        = 0
+	chunkOffsetData  = 1
+	chunkOffsetHole  = 2
+	chunkBlockStatus = 5
+	chunkError       = 1<<15 | 1
+)
+
+// The one metadata context served, and the id it gets when selected
+// (any nonzero number would do; 0 is what LIST_META_CONTEXT sends).
+const (
+	contextAllocation   = "base:allocation"
+	contextAllocationID = 1
+
+	stateHole = 1 << 0 // base:allocation: no storage behind the extent
+	stateZero = 1 << 1 // base:allocation: the extent reads as zeros
 )
 
 // Error values for simple replies.
@@ -95,6 +124,7 @@ const (
 const (
 	requestHeaderLen = 28
 	replyHeaderLen   = 16
+	chunkHeaderLen   = 20
 	maxOptionLen     = 64 << 10 // bigger options are refused (names are <= 4 KiB)
 	maxOptionDiscard = 16 << 20 // and past this the connection is dropped
 )

@@ -15,7 +15,7 @@ import (
 var ErrServerClosed = errors.New("nbd: server closed")
 
 // Server serves exports over the NBD protocol (fixed newstyle handshake,
-// simple replies). The exported fields must be set before Serve and not
+// simple or structured replies, base:allocation block status). The exported fields must be set before Serve and not
 // changed after.
 type Server struct {
 	// Lookup resolves an export name. The release function, if not nil, is

@@ -30,7 +30,7 @@ func TestOptionHaggling(t *testing.T) {
 	}{
 		{"list", optList, nil, repAck, 2},
 		{"list with data", optList, []byte{1}, repErrInvalid, 1},
-		{"structured reply refused", optStructuredReply, nil, repErrUnsup, 1},
+		{"structured reply with data", optStructuredReply, []byte{0}, repErrInvalid, 1},
 		{"unknown option", 999, []byte("junk"), repErrUnsup, 1},
 		{"starttls without tls", optStartTLS, nil, repErrUnsup, 1},
 		{"info unknown export", optInfo, infoData("nope"), repErrUnknown, 1},

@@ -21,13 +21,24 @@ type request struct {
 	data   *[]byte // write payload, from the pool
 }
 
-// reply is one simple reply handed to the writer goroutine.
+// reply is one reply handed to the writer: a simple reply, one
+// OFFSET_DATA chunk (the common structured read), or chunks encoded in
+// full by the worker.
 type reply struct {
 	handle uint64
-	errno  uint32
-	data   []byte  // read payload, sent after the header
+	kind   uint8
+	errno  uint32  // replySimple
+	off    int64   // replyData: the offset of data
+	data   []byte  // replySimple, replyData: read payload, sent after the header
 	buf    *[]byte // returned to the pool once sent
+	parts  [][]byte
 }
+
+const (
+	replySimple = iota
+	replyData   // one OFFSET_DATA chunk with the DONE flag
+	replyChunks // parts hold every byte of the reply
+)
 
 // transmit runs the transmission phase. This goroutine reads requests (and
 // write payloads) and hands them to a fixed pool of workers. Replies are
@@ -99,7 +110,7 @@ func (c *conn) readLoop() error {
 					<-c.inflight
 					return err
 				}
-				c.send(reply{handle: r.handle, errno: errno})
+				c.send(c.errReply(r, errno))
 				continue
 			}
 			r.data = c.s.pool.get(int(r.length))
@@ -109,7 +120,7 @@ func (c *conn) readLoop() error {
 				return err
 			}
 		} else if errno := c.check(r); errno != 0 {
-			c.send(reply{handle: r.handle, errno: errno})
+			c.send(c.errReply(r, errno))
 			continue
 		}
 		c.reqs <- r
@@ -123,6 +134,14 @@ func (c *conn) check(r request) uint32 {
 	switch r.typ {
 	case cmdRead:
 		allowed = cmdFlagFUA // harmless on a read; some clients set it
+		if c.structured {
+			allowed |= cmdFlagDF
+		}
+	case cmdBlockStatus:
+		if !c.allocation || r.length == 0 {
+			return errInval
+		}
+		allowed = cmdFlagReqOne
 	case cmdWrite, cmdTrim:
 		allowed, write = cmdFlagFUA, true
 	case cmdWriteZeroes:
@@ -166,6 +185,9 @@ func (c *conn) do(r request) reply {
 	var err error
 	switch r.typ {
 	case cmdRead:
+		if c.structured {
+			return c.readChunks(r)
+		}
 		rep.buf = c.s.pool.get(int(r.length))
 		_, err = c.exp.ReadAt(*rep.buf, r.off)
 		if err == nil {
@@ -186,6 +208,8 @@ func (c *conn) do(r request) reply {
 		err = c.writeZeroes(r)
 	case cmdFlush:
 		err = c.exp.Flush()
+	case cmdBlockStatus:
+		return c.blockStatus(r)
 	}
 	if err == nil && r.flags&cmdFlagFUA != 0 && r.typ != cmdRead && r.typ != cmdFlush {
 		err = c.exp.Flush()
@@ -194,6 +218,154 @@ func (c *conn) do(r request) reply {
 		rep.errno = c.errno(r, err)
 	}
 	return rep
+}
+
+// errReply is the error reply to r: structured for the commands whose
+// replies must be (a READ once structured replies are on) and for
+// BLOCK_STATUS, simple for the rest.
+func (c *conn) errReply(r request, errno uint32) reply {
+	if !c.structured || (r.typ != cmdRead && r.typ != cmdBlockStatus) {
+		return reply{handle: r.handle, errno: errno}
+	}
+	b := chunkHeader(nil, chunkFlagDone, chunkError, r.handle, 6)
+	b = binary.BigEndian.AppendUint32(b, errno)
+	b = binary.BigEndian.AppendUint16(b, 0) // no message
+	return reply{handle: r.handle, kind: replyChunks, parts: [][]byte{b}}
+}
+
+func chunkHeader(b []byte, flags, typ uint16, handle uint64, length uint32) []byte {
+	b = binary.BigEndian.AppendUint32(b, magicChunk)
+	b = binary.BigEndian.AppendUint16(b, flags)
+	b = binary.BigEndian.AppendUint16(b, typ)
+	b = binary.BigEndian.AppendUint64(b, handle)
+	return binary.BigEndian.AppendUint32(b, length)
+}
+
+// holeReadMin is the smallest read that asks the export where its holes
+// are: the question costs two lseeks a file, which pays for itself when
+// it saves reading and sending a long zero run, not on a 4 KiB read.
+const holeReadMin = 64 << 10
+
+// readChunks runs a READ with structured replies. A read that is all data
+// (the common case, and every read with DF) is one OFFSET_DATA chunk; a
+// read over holes sends them as OFFSET_HOLE chunks instead of zeros.
+func (c *conn) readChunks(r request) reply {
+	if r.length == 0 {
+		return reply{handle: r.handle, kind: replyChunks, parts: [][]byte{chunkHeader(nil, chunkFlagDone, chunkNone, r.handle, 0)}}
+	}
+	var exts []Extent
+	if r.length >= holeReadMin && r.flags&cmdFlagDF == 0 {
+		var err error
+		if exts, err = c.extents(r.off, int64(r.length), 0); err != nil {
+			return c.errReply(r, c.errno(r, err))
+		}
+		if len(exts) == 1 && !exts[0].Zero {
+			exts = nil // all data
+		}
+	}
+	buf := c.s.pool.get(int(r.length))
+	if exts == nil {
+		if _, err := c.exp.ReadAt(*buf, r.off); err != nil {
+			c.s.pool.put(buf)
+			return c.errReply(r, c.errno(r, err))
+		}
+		return reply{handle: r.handle, kind: replyData, off: r.off, data: *buf, buf: buf}
+	}
+	// One header (and hole payload) a run, all in one allocation.
+	meta := make([]byte, 0, len(exts)*(chunkHeaderLen+12))
+	parts := make([][]byte, 0, 2*len(exts))
+	pos := int64(0)
+	for i, e := range exts {
+		var flags uint16
+		if i == len(exts)-1 {
+			flags = chunkFlagDone
+		}
+		off := r.off + pos
+		start := len(meta)
+		if e.Zero {
+			meta = chunkHeader(meta, flags, chunkOffsetHole, r.handle, 12)
+			meta = binary.BigEndian.AppendUint64(meta, uint64(off))
+			meta = binary.BigEndian.AppendUint32(meta, uint32(e.Len))
+			parts = append(parts, meta[start:])
+		} else {
+			data := (*buf)[pos : pos+e.Len]
+			if _, err := c.exp.ReadAt(data, off); err != nil {
+				c.s.pool.put(buf)
+				return c.errReply(r, c.errno(r, err))
+			}
+			meta = chunkHeader(meta, flags, chunkOffsetData, r.handle, uint32(8+e.Len))
+			meta = binary.BigEndian.AppendUint64(meta, uint64(off))
+			parts = append(parts, meta[start:], data)
+		}
+		pos += e.Len
+	}
+	return reply{handle: r.handle, kind: replyChunks, parts: parts, buf: buf}
+}
+
+// extents returns runs covering exactly [off, off+n), merged where their
+// states match, asking the export as often as it needs; with limit > 0 it
+// stops after that many runs (which then cover less).
+func (c *conn) extents(off, n int64, limit int) ([]Extent, error) {
+	var out []Extent
+	for pos := int64(0); pos < n; {
+		got, err := extentsOf(c.exp, off+pos, n-pos)
+		if err != nil {
+			return nil, err
+		}
+		if len(got) == 0 {
+			return nil, errs.E(errs.Internal, "NoExtents", "the export described no extent at %d", off+pos)
+		}
+		for _, e := range got {
+			e.Len = min(e.Len, n-pos)
+			if e.Len <= 0 {
+				return nil, errs.E(errs.Internal, "EmptyExtent", "the export described an empty extent at %d", off+pos)
+			}
+			if k := len(out); k > 0 && out[k-1].Hole == e.Hole && out[k-1].Zero == e.Zero {
+				out[k-1].Len += e.Len
+			} else {
+				if limit > 0 && len(out) == limit {
+					return out, nil
+				}
+				out = append(out, e)
+			}
+			pos += e.Len
+			if pos == n {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// maxStatusExtents bounds one BLOCK_STATUS reply; a client asks again
+// from where it ends.
+const maxStatusExtents = 1 << 14
+
+// blockStatus answers NBD_CMD_BLOCK_STATUS for base:allocation, the only
+// context (check refuses the command unless it was selected).
+func (c *conn) blockStatus(r request) reply {
+	limit := maxStatusExtents
+	if r.flags&cmdFlagReqOne != 0 {
+		limit = 1
+	}
+	exts, err := c.extents(r.off, int64(r.length), limit)
+	if err != nil {
+		return c.errReply(r, c.errno(r, err))
+	}
+	b := chunkHeader(make([]byte, 0, chunkHeaderLen+4+8*len(exts)), chunkFlagDone, chunkBlockStatus, r.handle, uint32(4+8*len(exts)))
+	b = binary.BigEndian.AppendUint32(b, contextAllocationID)
+	for _, e := range exts {
+		var st uint32
+		if e.Hole {
+			st |= stateHole
+		}
+		if e.Zero {
+			st |= stateZero
+		}
+		b = binary.BigEndian.AppendUint32(b, uint32(e.Len))
+		b = binary.BigEndian.AppendUint32(b, st)
+	}
+	return reply{handle: r.handle, kind: replyChunks, parts: [][]byte{b}}
 }
 
 func (c *conn) writeZeroes(r request) error {
@@ -273,15 +445,25 @@ func (c *conn) writeReplies(batch []reply) {
 	if c.failed {
 		return
 	}
-	if need := len(batch) * replyHeaderLen; len(c.hdrs) < need {
+	const stride = chunkHeaderLen + 8 // the longest header written here
+	if need := len(batch) * stride; len(c.hdrs) < need {
 		c.hdrs = make([]byte, need)
 	}
 	c.vec = c.vec[:0]
 	for i, r := range batch {
-		h := c.hdrs[i*replyHeaderLen : (i+1)*replyHeaderLen]
-		binary.BigEndian.PutUint32(h[0:], magicSimpleRep)
-		binary.BigEndian.PutUint32(h[4:], r.errno)
-		binary.BigEndian.PutUint64(h[8:], r.handle)
+		h := c.hdrs[i*stride : i*stride : (i+1)*stride]
+		switch r.kind {
+		case replySimple:
+			h = binary.BigEndian.AppendUint32(h, magicSimpleRep)
+			h = binary.BigEndian.AppendUint32(h, r.errno)
+			h = binary.BigEndian.AppendUint64(h, r.handle)
+		case replyData:
+			h = chunkHeader(h, chunkFlagDone, chunkOffsetData, r.handle, uint32(8+len(r.data)))
+			h = binary.BigEndian.AppendUint64(h, uint64(r.off))
+		case replyChunks:
+			c.vec = append(c.vec, r.parts...)
+			continue
+		}
 		c.vec = append(c.vec, h)
 		if len(r.data) > 0 {
 			c.vec = append(c.vec, r.data)

@@ -42,7 +42,8 @@
 //
 // Data goes through pread/pwrite on the segment files; Zero punches a hole
 // (FALLOC_FL_PUNCH_HOLE), ZeroFill zeroes in place (FALLOC_FL_ZERO_RANGE);
-// Allocated walks SEEK_DATA/SEEK_HOLE. Segment 0 ("data") is flock'ed so
+// Allocated and Extents (the NBD block status of a range) walk
+// SEEK_DATA/SEEK_HOLE. Segment 0 ("data") is flock'ed so
 // only one process (and one Volume) has a directory open.
 //
 // # Segments

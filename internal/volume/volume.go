@@ -87,6 +87,8 @@ type Volume struct {
 	// hydr is set for a volume still filling from a backing (hydrate.go).
 	hydr   *hydration
 	snapMu sync.Mutex
+	// backingMap caches where the backing holds data (extents.go).
+	backingMap atomic.Pointer[backingMap]
 }
 
 // Create makes a new empty volume of size bytes in dir, creating dir if
