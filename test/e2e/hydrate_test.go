@@ -3,9 +3,11 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,6 +64,24 @@ func TestDiskFromSnapshotIsUsableAtOnce(t *testing.T) {
 	if backing(t, vol) == "" {
 		t.Fatal("the disk hydrated although hydration was held: the read and write above did not show a disk in use before hydrating")
 	}
+	// Block status over NBD: what the snapshot holds as zeros reads as
+	// zeros without a fetch, so nbdinfo and nbdcopy skip it on a disk that
+	// has not hydrated a byte of it.
+	zeros := zeroRanges(t, run(t, "nbdinfo", "--map", "--json", uri))
+	wantZeros := [][2]int64{{96 * mib, 500 * mib}, {596 * mib, size - 8*mib}}
+	if fmt.Sprint(zeros) != fmt.Sprint(wantZeros) {
+		t.Fatalf("block status of the hydrating disk: zero ranges %v, want %v", zeros, wantZeros)
+	}
+	sparse := filepath.Join(dir, "sparse.raw")
+	run(t, "nbdcopy", uri, sparse)
+	if b, _ := os.ReadFile(sparse); !bytes.Equal(b, want) {
+		t.Fatal("nbdcopy of the hydrating disk differs from the snapshot plus the write")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(sparse, &st); err != nil || st.Blocks*512 > 2*(96+96+8)*mib {
+		t.Fatalf("nbdcopy wrote %d bytes for 200 MiB of data: the zeros were not skipped (%v)", st.Blocks*512, err)
+	}
+
 	// Clients see how far it is: completionPercent, below 100 while held.
 	_, body = s.mustDo("GET", copyID+computeAPI, admin, "", 200)
 	if pct, ok := at(jsonOf(t, body), "properties", "completionPercent").(float64); !ok || pct >= 100 {
@@ -100,6 +120,31 @@ func TestDiskFromSnapshotIsUsableAtOnce(t *testing.T) {
 		t.Fatalf("export after the snapshot went: %v\n%s", err, o)
 	}
 	cmpFiles(t, out, out2)
+}
+
+// zeroRanges is where `nbdinfo --map --json` reports zeros, adjacent
+// extents merged.
+func zeroRanges(t *testing.T, mapJSON string) [][2]int64 {
+	t.Helper()
+	var extents []struct {
+		Offset, Length int64
+		Type           int
+	}
+	if err := json.Unmarshal([]byte(mapJSON), &extents); err != nil {
+		t.Fatalf("nbdinfo --map: %v\n%s", err, mapJSON)
+	}
+	var out [][2]int64
+	for _, e := range extents {
+		if e.Type&2 == 0 {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1][1] == e.Offset {
+			out[n-1][1] += e.Length
+			continue
+		}
+		out = append(out, [2]int64{e.Offset, e.Offset + e.Length})
+	}
+	return out
 }
 
 // backing is what the volume in dir still reads its missing blocks from;
