@@ -166,14 +166,18 @@ func (s *Store) PutIndex(ctx context.Context, name string, idx Index) error {
 	case !errors.Is(err, ErrObjectNotFound):
 		return backendErr("IndexPutFailed", key, err)
 	}
-	// Chunks first, then the index that names them.
+	// Chunks first, then the index that names them. In the pack layout
+	// the flush syncs only if it wrote packs: chunks a previous flush made
+	// durable need nothing more.
 	if err := s.Sync(ctx); err != nil {
 		return err
 	}
 	if err := s.backend.Write(ctx, key, b, false); err != nil {
 		return backendErr("IndexPutFailed", key, err)
 	}
-	return s.Sync(ctx)
+	// The index (and the pack index the flush wrote) durable before the
+	// caller records it.
+	return s.syncRaw(ctx)
 }
 
 // GetIndex implements Indexes.

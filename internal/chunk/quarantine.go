@@ -3,6 +3,8 @@ package chunk
 import (
 	"context"
 	"errors"
+	"io"
+	"slices"
 	"strings"
 
 	"github.com/coffer-backup/coffer/internal/errs"
@@ -61,6 +63,29 @@ func (s *Store) Quarantine(ctx context.Context, d Digest) (bool, error) {
 }
 
 func (s *Store) quarantine(ctx context.Context, d Digest) (bool, error) {
+	if s.pk != nil {
+		body, loc, ok, err := s.readPacked(ctx, d, nil)
+		if ok && loc.p.written {
+			// A pack shorter than its index says holds no object to keep;
+			// the entry is bad all the same.
+			if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+				return false, backendErr("ChunkGetFailed", PackKey(loc.p.id), err)
+			}
+			if err == nil {
+				if _, err := s.codec.open(d, slices.Clone(body), statedLen(body)); !isCorrupt(err) {
+					return false, nil
+				}
+			}
+			qkey := QuarantineKey(d)
+			if err := s.backend.Write(ctx, qkey, body, false); err != nil {
+				return false, backendErr("ChunkQuarantineFailed", qkey, err)
+			}
+			return true, s.markBad(ctx, d, loc)
+		}
+		if err != nil {
+			return false, err
+		}
+	}
 	key := ChunkKey(d)
 	body, err := s.backend.Read(ctx, key, nil)
 	if errors.Is(err, ErrObjectNotFound) {
