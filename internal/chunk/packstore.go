@@ -699,6 +699,9 @@ func (s *Store) RewritePack(ctx context.Context, id PackID, keep, drop []Digest)
 	np.buf = appendTOC(np.buf, np.entries)
 	nbody := np.buf
 	np.id = PackID(blake3.Sum256(nbody))
+	if np.id == id {
+		return 0, nil // nothing to drop: the same bytes, under the same name
+	}
 	nkey := PackKey(np.id)
 	if err := s.backend.Write(ctx, nkey, nbody, false); err != nil {
 		return 0, backendErr("PackPutFailed", nkey, err)
