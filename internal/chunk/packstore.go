@@ -621,35 +621,48 @@ func (s *Store) ListPacks(ctx context.Context, fn func(PackInfo) error) error {
 	return nil
 }
 
-// RewritePack removes the chunks drop from pack id: if keep is empty the
-// pack is deleted; otherwise the chunks keep are copied, as they are, to
-// a new pack, which is made durable and indexed (naming id as superseded)
-// before id is deleted. A crash in between leaves both packs, and the
-// next load counts only the new one, or, if the new pack's index was
-// lost, both copies, until the next collection. The caller guarantees
-// that nothing will name the chunks of drop (garbage collection claims
-// them); a chunk of keep that fails its check is quarantined, not copied.
-// It returns the bytes freed.
-func (s *Store) RewritePack(ctx context.Context, id PackID, keep, drop []Digest) (int64, error) {
+// RewritePack removes the chunks drop from pack id. The chunks the index
+// finds in it now, drop aside, are kept: if there are none the pack is
+// deleted; otherwise they are copied, as they are and in their order, to
+// a new pack, which is made durable and indexed (naming id as
+// superseded) before id is deleted. A crash in between leaves both
+// packs, and the next load counts only the new one, or, if the new
+// pack's index was lost, the old one and a duplicate that the next
+// collection deletes. The caller guarantees that nothing will name the
+// chunks of drop (garbage collection claims them). A kept chunk that
+// fails its check is quarantined, not copied. It returns the bytes freed.
+//
+// Which chunks are kept is decided here, under the store's lock, and not
+// by the caller's listing, which an earlier rewrite may have outdated.
+func (s *Store) RewritePack(ctx context.Context, id PackID, drop []Digest) (int64, error) {
 	if s.pk == nil {
 		return 0, errs.E(errs.Invalid, "NoPacks", "the store does not use packs")
 	}
 	pk := s.pk
 	pk.flushMu.Lock()
 	defer pk.flushMu.Unlock()
+	dropped := map[Digest]bool{}
+	for _, d := range drop {
+		dropped[d] = true
+	}
 	pk.mu.Lock()
 	old := pk.byID[id]
 	var kept []chunkLoc
 	var keptD []Digest
 	if old != nil {
-		for _, d := range keep {
-			if loc, ok := pk.index[d]; ok && loc.p == old {
+		for d, loc := range pk.index {
+			if loc.p == old && !dropped[d] {
 				kept = append(kept, loc)
 				keptD = append(keptD, d)
 			}
 		}
 	}
 	pk.mu.Unlock()
+	order := make([]int, len(kept))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return int(kept[a].off) - int(kept[b].off) })
 	if old == nil || !old.durable {
 		return 0, errs.E(errs.NotFound, "PackNotFound", "pack %s is not a durable pack of this store", id)
 	}
@@ -670,8 +683,8 @@ func (s *Store) RewritePack(ctx context.Context, id PackID, keep, drop []Digest)
 	}
 	np := &pack{buf: directio.AlignedBuf(len(body))[:packHeaderLen]}
 	copy(np.buf, packMagic)
-	for i, loc := range kept {
-		d := keptD[i]
+	for _, i := range order {
+		loc, d := kept[i], keptD[i]
 		if int(loc.off+loc.n) > len(body) {
 			continue // the pack is short: nothing to copy; reads report it
 		}
@@ -764,18 +777,22 @@ func (s *Store) CompactPackIndexes(ctx context.Context) (int, error) {
 	// Only objects already loaded: one written since holds entries this
 	// snapshot of the index may lack.
 	old = slices.DeleteFunc(old, func(k string) bool { return !pk.indexObjs[k] })
-	parts := map[*pack]*packIndexPack{}
-	var x packIndex
+	parts := map[*pack][]packEntry{}
 	for _, p := range pk.byID {
 		if p.durable {
-			x.packs = append(x.packs, packIndexPack{id: p.id})
-			parts[p] = &x.packs[len(x.packs)-1]
+			parts[p] = nil
 		}
 	}
 	for d, loc := range pk.index {
-		if part, ok := parts[loc.p]; ok {
-			part.entries = append(part.entries, packEntry{d: d, off: loc.off, n: loc.n, plain: loc.plain})
+		if es, ok := parts[loc.p]; ok {
+			parts[loc.p] = append(es, packEntry{d: d, off: loc.off, n: loc.n, plain: loc.plain})
 		}
+	}
+	var x packIndex
+	for p, es := range parts {
+		// A pack with no live entry stays named, so a load does not take
+		// it for one whose index was lost and read it whole.
+		x.packs = append(x.packs, packIndexPack{id: p.id, entries: es})
 	}
 	for id := range pk.superseded {
 		x.superseded = append(x.superseded, id)

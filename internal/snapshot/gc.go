@@ -38,7 +38,7 @@ type GCStore interface {
 	// ListPacks, RewritePack and CompactPackIndexes: chunk.Store's, for
 	// chunks in packs (format version 2).
 	ListPacks(ctx context.Context, fn func(chunk.PackInfo) error) error
-	RewritePack(ctx context.Context, id chunk.PackID, keep, drop []chunk.Digest) (int64, error)
+	RewritePack(ctx context.Context, id chunk.PackID, drop []chunk.Digest) (int64, error)
 	CompactPackIndexes(ctx context.Context) (int, error)
 }
 
@@ -279,14 +279,14 @@ func (c *Collector) sweepPacks(ctx context.Context, marked map[chunk.Digest]stru
 	for _, p := range packs {
 		st.Packs++
 		var live int64
-		var keep []chunk.Digest
+		var kept int
 		var dead []chunk.PackChunk
 		for _, ch := range p.Chunks {
 			st.Chunks++
 			st.StoredBytes += ch.Stored
 			if _, ok := marked[ch.Digest]; ok {
 				live += ch.Stored
-				keep = append(keep, ch.Digest)
+				kept++
 			} else {
 				dead = append(dead, ch)
 			}
@@ -313,14 +313,14 @@ func (c *Collector) sweepPacks(ctx context.Context, marked map[chunk.Digest]stru
 				dropBytes += ch.Stored
 			} else {
 				st.InFlight++
-				keep = append(keep, ch.Digest)
+				kept++
 				live += ch.Stored
 			}
 		}
 		if len(drop) == 0 && float64(p.Size-live) <= c.opts.RepackDead*float64(p.Size) {
 			continue // what is dead is held by uploads
 		}
-		freed, err := c.store.RewritePack(ctx, p.ID, keep, drop)
+		freed, err := c.store.RewritePack(ctx, p.ID, drop)
 		for _, d := range drop {
 			c.inflight.unclaim(d)
 		}
@@ -333,7 +333,7 @@ func (c *Collector) sweepPacks(ctx context.Context, marked map[chunk.Digest]stru
 		st.Deleted += len(drop)
 		st.DeletedBytes += dropBytes
 		st.FreedBytes += freed
-		if len(keep) == 0 {
+		if kept == 0 {
 			st.PacksDeleted++
 		} else {
 			st.PacksRepacked++
