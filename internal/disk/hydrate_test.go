@@ -61,7 +61,7 @@ func TestHydrationFromDamagedSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := idx.Digests[2] // bytes [2 MiB, 3 MiB)
+	bad := idx.Digests[2]                 // bytes [2 MiB, 3 MiB)
 	loc, err := e.Chunks.Locate(ctx, bad) // in a pack, or its own object
 	if err != nil {
 		t.Fatal(err)
