@@ -190,3 +190,64 @@ func TestPackCrash(t *testing.T) {
 		})
 	}
 }
+
+// TestQuarantineSeenByOtherProcess: a chunk in a pack that one process
+// (coffer verify) quarantines is absent to another (coffer serve) once
+// that one lists the quarantine, as an upload does, so its next backup
+// stores the chunk again instead of deduplicating onto the damage.
+func TestQuarantineSeenByOtherProcess(t *testing.T) {
+	ctx := t.Context()
+	b := memblob.OpenBucket(nil)
+	defer b.Close()
+	key := chunktest.Key(t)
+	serve, err := chunk.New(b, chunk.Options{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer serve.Close()
+	plain := chunktest.Random(1 << 16)
+	d, _, err := serve.Put(ctx, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := serve.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	loc, err := serve.Locate(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := b.ReadAll(ctx, loc.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body[loc.Off+loc.Len/2] ^= 1
+	if err := b.WriteAll(ctx, loc.Key, body, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	verify, err := chunk.New(b, chunk.Options{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer verify.Close()
+	if _, err := verify.Get(ctx, d, len(plain)); err == nil {
+		t.Fatal("Get of a damaged chunk succeeded")
+	}
+	if ok, _ := serve.Has(ctx, d); !ok {
+		t.Fatal("serve forgot the chunk before it looked at the quarantine") // the premise
+	}
+	n := 0
+	if err := serve.ListQuarantine(ctx, func(chunk.Info) error { n++; return nil }); err != nil || n != 1 {
+		t.Fatalf("ListQuarantine: %d, %v", n, err)
+	}
+	if ok, err := serve.Has(ctx, d); ok || err != nil {
+		t.Fatalf("Has after another process quarantined the chunk = %v, %v; want false", ok, err)
+	}
+	if _, stored, err := serve.Put(ctx, plain); err != nil || stored == 0 {
+		t.Fatalf("Put of the quarantined data = %d, %v; want it stored again", stored, err)
+	}
+	if got, err := serve.Get(ctx, d, len(plain)); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("Get after it was stored again: %v", err)
+	}
+}

@@ -153,7 +153,42 @@ func (s *Store) missing(ctx context.Context, d Digest, err error) error {
 // ListQuarantine calls fn for every quarantined object, in no particular
 // order; Info.ModTime is when it was quarantined. It stops at the first
 // error fn returns and returns it.
+//
+// In the pack layout, a quarantine made by another process (coffer verify
+// beside coffer serve) is a pack index entry flagged corrupt that this
+// process has not read. So if a quarantined digest is one this process
+// still counts as stored, ListQuarantine first re-reads the pack indexes:
+// an upload that then asks Has gets the answer it would get after a
+// restart, and stores the chunk again.
 func (s *Store) ListQuarantine(ctx context.Context, fn func(Info) error) error {
+	if s.pk != nil {
+		if err := s.loadPacks(ctx); err != nil {
+			return err
+		}
+		stale := false
+		err := s.listQuarantine(ctx, func(i Info) error {
+			s.pk.mu.Lock()
+			_, ok := s.pk.index[i.Digest]
+			s.pk.mu.Unlock()
+			stale = stale || ok
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if stale {
+			s.pk.mu.Lock()
+			seen := s.pk.refreshes
+			s.pk.mu.Unlock()
+			if err := s.refresh(ctx, seen); err != nil {
+				return err
+			}
+		}
+	}
+	return s.listQuarantine(ctx, fn)
+}
+
+func (s *Store) listQuarantine(ctx context.Context, fn func(Info) error) error {
 	var fnErr error
 	err := s.backend.List(ctx, quarantinePrefix, func(obj Object) error {
 		rest, ok := strings.CutPrefix(obj.Key, quarantinePrefix)
