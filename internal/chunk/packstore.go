@@ -795,7 +795,11 @@ func (s *Store) CompactPackIndexes(ctx context.Context) (int, error) {
 		x.packs = append(x.packs, packIndexPack{id: p.id, entries: es})
 	}
 	for id := range pk.superseded {
-		x.superseded = append(x.superseded, id)
+		// Only while the pack is still there: once GC has deleted it, the
+		// record has nothing left to suppress.
+		if _, ok := pk.byID[id]; ok {
+			x.superseded = append(x.superseded, id)
+		}
 	}
 	pk.mu.Unlock()
 	if len(old) <= 1 {

@@ -23,8 +23,12 @@ type Putter interface {
 	// and the bytes it added to the backend. An all-zero plain is not
 	// stored: Put returns ZeroDigest and 0. A chunk already present is not
 	// written again: Put returns 0. Once Put returns without error the
-	// chunk is written, though on a file backend it survives a power loss
-	// only after the next PutIndex (or Sync). Safe for concurrent use.
+	// chunk reads back, but it is durable only after the next PutIndex (or
+	// Sync): in the pack layout it waits in a pack in memory until the pack
+	// fills or a flush writes it, and on a file backend a write survives a
+	// power loss only after a sync. An error may come from writing a pack
+	// the chunk filled, whose chunks stay to be written by the next flush.
+	// Safe for concurrent use.
 	Put(ctx context.Context, plain []byte) (d Digest, stored int64, err error)
 }
 
@@ -363,7 +367,7 @@ func (s *Store) readObject(ctx context.Context, d Digest, buf []byte) ([]byte, e
 	for refreshed := false; ; refreshed = true {
 		if s.pk != nil {
 			body, loc, ok, err := s.readPacked(ctx, d, buf)
-			if ok {
+			if ok && !errors.Is(err, ErrObjectNotFound) {
 				if errors.Is(err, io.ErrUnexpectedEOF) {
 					// The pack is shorter than its index says.
 					return nil, s.damaged(ctx, d, corrupt(d, "pack %s ends before the chunk's %d bytes at %d", loc.p.id, loc.n, loc.off))
@@ -373,9 +377,11 @@ func (s *Store) readObject(ctx context.Context, d Digest, buf []byte) ([]byte, e
 				}
 				return body, nil
 			}
-			if err != nil {
+			if err != nil && !ok {
 				return nil, err
 			}
+			// Not in a pack, or its pack is gone (another process's GC):
+			// a version-1 object, or a refreshed pack index, may have it.
 		}
 		key := ChunkKey(d)
 		body, err := s.backend.Read(ctx, key, buf)

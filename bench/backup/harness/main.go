@@ -30,7 +30,7 @@ const mib = 1 << 20
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: harness mkimage|mkvol|load|change|full|incr|restore|rawput [flags]")
+		fmt.Fprintln(os.Stderr, "usage: harness mkimage|mkvol|load|change|full|incr|restore|rawput|s3count [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -47,6 +47,8 @@ func main() {
 	workers := fs.Int("workers", 0, "workers (0 = default)")
 	hydrate := fs.Bool("hydrate", true, "readdisk: hydrate in the background meanwhile, as the service does")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
+	blobURL := fs.String("blob", "", "s3count: the S3 server, as an s3:// blob URL (the bucket name is replaced)")
+	packSize := fs.Int64("packsize", 0, "s3count: chunk.Options.PackSize (negative: one object a chunk)")
 	if err := fs.Parse(os.Args[2:]); err != nil {
 		os.Exit(2)
 	}
@@ -82,6 +84,8 @@ func main() {
 		err = readDisk(ctx, *data, *name, *out, *workers, *hydrate)
 	case "rawput":
 		err = rawput(ctx, *img, *data, *workers)
+	case "s3count":
+		err = s3count(ctx, *img, *blobURL, *data, *packSize, *workers)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
