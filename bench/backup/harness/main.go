@@ -16,6 +16,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"sync"
 	"time"
 
@@ -261,8 +262,19 @@ func change(dir, imgPath string, seed uint64, extents int, extent int64) error {
 	return v.Flush()
 }
 
+// openStore opens the store in data. PACKSIZE in the environment, if set,
+// is chunk.Options.PackSize (negative: version 1, one object a chunk), so
+// one run can compare the layouts.
 func openStore(ctx context.Context, data string) (*chunk.Store, error) {
-	return chunk.Open(ctx, "", data, chunk.Options{})
+	var opts chunk.Options
+	if v := os.Getenv("PACKSIZE"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("PACKSIZE: %w", err)
+		}
+		opts.PackSize = n
+	}
+	return chunk.Open(ctx, "", data, opts)
 }
 
 // upload takes a snapshot the way the service does: freeze the volume
