@@ -16,7 +16,7 @@
 //   - object: a chunk as stored: a header, then the chunk zstd-compressed
 //     (unless that does not shrink it) and sealed with AES-256-GCM.
 //   - pack: objects back to back with their table, written whole as
-//     packs/<2 hex>/<BLAKE3 of the pack> once it reaches Options.PackSize
+//     packs/<2 hex>/<random 64 hex> once it reaches Options.PackSize
 //     (16 MiB) or at a flush (format version 2).
 //   - pack index: packindex/<hash> objects saying which pack holds which
 //     chunk where; loaded into memory when the store is first used.

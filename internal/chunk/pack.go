@@ -35,7 +35,7 @@ const (
 	entryBad uint32 = 1
 )
 
-// PackID names a pack: the BLAKE3 of its bytes.
+// PackID names a pack: 32 random bytes.
 type PackID [32]byte
 
 func (id PackID) String() string { return hex.EncodeToString(id[:]) }

@@ -46,8 +46,12 @@ func TestGCPacks(t *testing.T) {
 	b := append(bytes.Clone(a[:4*mib]), randomBytes(20*mib, 2)...)
 	c := append(bytes.Clone(a[:12*mib]), randomBytes(12*mib, 3)...)
 	idx := map[string]chunk.Index{}
-	for name, data := range map[string][]byte{"a": a, "b": b, "c": c} {
-		x, _, err := snapshot.Upload(ctx, store, snapshot.UploadRequest{Name: name, Source: bytes.NewReader(data), Workers: 1})
+	for _, up := range []struct {
+		name string
+		data []byte
+	}{{"a", a}, {"b", b}, {"c", c}} { // in order: a's packs hold the shared chunks
+		name := up.name
+		x, _, err := snapshot.Upload(ctx, store, snapshot.UploadRequest{Name: name, Source: bytes.NewReader(up.data), Workers: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
