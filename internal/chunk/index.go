@@ -166,11 +166,20 @@ func (s *Store) PutIndex(ctx context.Context, name string, idx Index) error {
 	case !errors.Is(err, ErrObjectNotFound):
 		return backendErr("IndexPutFailed", key, err)
 	}
-	// Chunks first, then the index that names them. In the pack layout
-	// the flush syncs only if it wrote packs: chunks a previous flush made
-	// durable need nothing more.
-	if err := s.Sync(ctx); err != nil {
-		return err
+	// Chunks first, then the index that names them. A flush that wrote
+	// packs synced them; one that had nothing to write still syncs, for the
+	// chunks this index shares with packs another process wrote to the
+	// same directory and may not have synced yet.
+	synced := false
+	if s.pk != nil {
+		if synced, err = s.flushPacks(ctx); err != nil {
+			return err
+		}
+	}
+	if !synced {
+		if err := s.syncRaw(ctx); err != nil {
+			return err
+		}
 	}
 	if err := s.backend.Write(ctx, key, b, false); err != nil {
 		return backendErr("IndexPutFailed", key, err)

@@ -433,9 +433,11 @@ func (s *Store) writePack(ctx context.Context, p *pack) error {
 // fails to write stays in memory and the next flush tries again, so a
 // flush that returns nil covers every chunk a Put, or a dedup hit on a
 // chunk not yet durable, has returned before it.
-func (s *Store) flushPacks(ctx context.Context) error {
+//
+// It reports whether it synced: with nothing to write it does not.
+func (s *Store) flushPacks(ctx context.Context) (bool, error) {
 	if err := s.loadPacks(ctx); err != nil {
-		return err
+		return false, err
 	}
 	pk := s.pk
 	pk.flushMu.Lock()
@@ -447,7 +449,7 @@ func (s *Store) flushPacks(ctx context.Context) error {
 	todo := slices.Clone(pk.sealed)
 	pk.mu.Unlock()
 	if len(todo) == 0 {
-		return nil
+		return false, nil
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
@@ -455,13 +457,13 @@ func (s *Store) flushPacks(ctx context.Context) error {
 		g.Go(func() error { return s.writePack(gctx, p) })
 	}
 	if err := g.Wait(); err != nil {
-		return err
+		return false, err
 	}
 	// The packs before the index that names them. The index itself
 	// needs no sync of its own: lost, it is rebuilt from the packs'
 	// tables; the Sync after the next snapshot index covers it anyway.
 	if err := s.syncRaw(ctx); err != nil {
-		return err
+		return false, err
 	}
 	var x packIndex
 	pk.mu.Lock()
@@ -472,7 +474,7 @@ func (s *Store) flushPacks(ctx context.Context) error {
 	body := x.marshal()
 	key := packIndexKey(body)
 	if err := s.backend.Write(ctx, key, body, false); err != nil {
-		return backendErr("PackIndexPutFailed", key, err)
+		return true, backendErr("PackIndexPutFailed", key, err)
 	}
 	pk.mu.Lock()
 	for _, p := range todo {
@@ -481,7 +483,7 @@ func (s *Store) flushPacks(ctx context.Context) error {
 	pk.sealed = pk.sealed[len(todo):]
 	pk.indexObjs[key] = true
 	pk.mu.Unlock()
-	return nil
+	return true, nil
 }
 
 // syncRaw is Sync without the flush.

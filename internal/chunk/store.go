@@ -476,7 +476,8 @@ func parseChunkKey(key string) (Digest, bool) {
 // chunk digests elsewhere calls it before doing so.
 func (s *Store) Sync(ctx context.Context) error {
 	if s.pk != nil {
-		return s.flushPacks(ctx)
+		_, err := s.flushPacks(ctx)
+		return err
 	}
 	return s.syncRaw(ctx)
 }
