@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"gocloud.dev/blob"
 	"gocloud.dev/blob/memblob"
 
 	"github.com/coffer-backup/coffer/internal/chunk"
@@ -186,6 +187,32 @@ func TestPackCrash(t *testing.T) {
 			}
 			if err := s2.Sync(ctx); err != nil {
 				t.Fatal(err)
+			}
+			// Compaction leaves one pack index, a damaged one included in
+			// what it replaces, and a new process finds every chunk.
+			if _, err := s2.CompactPackIndexes(ctx); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			it := b.List(&blob.ListOptions{Prefix: "packindex/"})
+			for {
+				if _, err := it.Next(ctx); err != nil {
+					break
+				}
+				n++
+			}
+			if n != 1 {
+				t.Errorf("%d pack index objects after compaction, want 1", n)
+			}
+			s3, err := chunk.New(b, chunk.Options{Key: key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s3.Close()
+			for d, p := range plains {
+				if got, err := s3.Get(ctx, d, len(p)); err != nil || !bytes.Equal(got, p) {
+					t.Fatalf("chunk %s after compaction: %v", d, err)
+				}
 			}
 		})
 	}

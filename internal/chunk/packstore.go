@@ -62,6 +62,9 @@ type packState struct {
 	sealed     []*pack // full or flushed, not yet durable, in seal order
 	indexObjs  map[string]bool
 	refreshes  int // completed refreshes, so concurrent misses share one
+	// rebuilt: some pack was indexed from its own table, which no pack
+	// index object records yet; compaction writes one that does.
+	rebuilt bool
 	// badChunks are the (pack, digest) pairs found corrupt, so that an
 	// older pack index object read later does not bring them back.
 	badChunks map[badKey]struct{}
@@ -199,8 +202,10 @@ func (s *Store) refreshLocked(ctx context.Context) error {
 		}
 		x, err := unmarshalPackIndex(body)
 		if err != nil {
-			// A torn write a crash left: its packs are rebuilt from their
-			// own tables below, and compaction deletes it.
+			// Damage (writes are whole, so not a write in progress): its
+			// packs are rebuilt from their own tables below. Counted as
+			// read, so it is not read again and compaction deletes it.
+			read = append(read, name)
 			continue
 		}
 		xs = append(xs, x)
@@ -333,6 +338,7 @@ func (s *Store) rebuildPack(ctx context.Context, id PackID, o Object) error {
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
 	p := pk.known(id, o)
+	pk.rebuilt = true
 	for _, e := range good {
 		if _, ok := pk.index[e.d]; !ok {
 			pk.index[e.d] = chunkLoc{p: p, off: e.off, n: e.n, plain: e.plain}
@@ -816,8 +822,10 @@ func (s *Store) CompactPackIndexes(ctx context.Context) (int, error) {
 			x.superseded = append(x.superseded, id)
 		}
 	}
+	rebuilt := pk.rebuilt
+	pk.rebuilt = false
 	pk.mu.Unlock()
-	if len(old) <= 1 {
+	if len(old) <= 1 && !rebuilt {
 		return 0, nil
 	}
 	for i := range x.packs {
@@ -825,11 +833,15 @@ func (s *Store) CompactPackIndexes(ctx context.Context) (int, error) {
 	}
 	body := x.marshal()
 	key := packIndexKey(body)
-	if err := s.backend.Write(ctx, key, body, false); err != nil {
-		return 0, backendErr("PackIndexPutFailed", key, err)
+	err = s.backend.Write(ctx, key, body, false)
+	if err == nil {
+		err = s.syncRaw(ctx)
 	}
-	if err := s.syncRaw(ctx); err != nil {
-		return 0, err
+	if err != nil {
+		pk.mu.Lock()
+		pk.rebuilt = pk.rebuilt || rebuilt // the next compaction tries again
+		pk.mu.Unlock()
+		return 0, backendErr("PackIndexPutFailed", key, err)
 	}
 	n := 0
 	for _, k := range old {
