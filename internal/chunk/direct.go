@@ -2,6 +2,7 @@ package chunk
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 
@@ -91,4 +92,37 @@ func readDirect(f *os.File, size int, buf []byte) ([]byte, error) {
 		err = io.ErrUnexpectedEOF
 	}
 	return nil, err
+}
+
+// readRangeDirect reads bytes [off, off+n) of f: the aligned span around
+// them with one O_DIRECT pread into buf when buf is aligned and has room,
+// through the cache otherwise.
+func readRangeDirect(f *os.File, off, n int64, buf []byte) ([]byte, error) {
+	const a = directio.Align
+	start := off &^ (a - 1)
+	end := (off + n + a - 1) &^ (a - 1)
+	if n > 0 && int64(cap(buf)) >= end-start && directio.IsAligned(buf[:1]) && directio.Set(f, true) == nil {
+		got, err := unix.Pread(int(f.Fd()), buf[:end-start], start)
+		if offErr := directio.Set(f, false); offErr != nil && err == nil {
+			err = offErr
+		}
+		if err == nil && int64(got) >= off+n-start {
+			return buf[off-start : off-start+n], nil
+		}
+		if err != nil && !errors.Is(err, unix.EINVAL) {
+			return nil, err
+		}
+		// Refused or short: read plainly, which tells a short file apart.
+	}
+	if int64(cap(buf)) < n {
+		buf = make([]byte, n)
+	}
+	got, err := f.ReadAt(buf[:n], off)
+	if int64(got) == n {
+		return buf[:n], nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return nil, fmt.Errorf("%s: %d of %d bytes at %d: %w", f.Name(), got, n, off, err)
 }

@@ -13,9 +13,17 @@
 //   - zero chunk: a chunk of zeros of any length. It is named ZeroDigest,
 //     never stored, and read back without I/O; a thin disk's unwritten
 //     space costs nothing.
-//   - object: what the backend holds for a chunk, chunks/<4 hex>/<digest
-//     hex>: a header, then the chunk zstd-compressed (unless that does not
-//     shrink it) and sealed with AES-256-GCM.
+//   - object: a chunk as stored: a header, then the chunk zstd-compressed
+//     (unless that does not shrink it) and sealed with AES-256-GCM.
+//   - pack: objects back to back with their table, written whole as
+//     packs/<2 hex>/<random 64 hex> once it reaches Options.PackSize
+//     (16 MiB) or at a flush (format version 2).
+//   - pack index: packindex/<hash> objects saying which pack holds which
+//     chunk where; loaded into memory when the store is first used.
+//   - loose chunk: a version-1 object, chunks/<4 hex>/<digest hex>; still
+//     read, deduplicated onto, quarantined and swept, never written.
+//   - flush: write the open pack and any not yet written, make them
+//     durable, write their pack index (Sync; PutIndex starts with one).
 //   - key: the 32-byte AES key in <dataDir>/keys/chunk.key. Losing it loses
 //     every chunk; every node sharing a bucket needs the same key.
 //   - key marker: the bucket's key-fingerprint object, a keyed digest
@@ -33,17 +41,25 @@
 // # Ordering and durability
 //
 // A snapshot is written chunks first, index last: Put every chunk, then
-// PutIndex. PutIndex calls Sync before writing the index (one syncfs(2) on
-// a directory bucket; nothing on S3, whose writes are durable when they
-// return) and again after it, so an index is never visible, after a crash
-// either, before the chunks it names. A crash before PutIndex leaves only
+// PutIndex. Put appends to the open pack; PutIndex flushes (writes the
+// packs, one syncfs(2) on a directory bucket, nothing on S3, whose writes
+// are durable when they return; then their pack index), writes the index
+// and syncs again, so an index is never visible, after a crash either,
+// before the chunks it names. A pack index lost in a crash is rebuilt
+// from the packs' own tables. A crash before PutIndex leaves only
 // unreferenced chunks, which GC removes.
+//
+// In the process that put it, a chunk counts as stored (Has, dedup) from
+// the moment it is in a pack, durable or not: whoever names it in an index
+// flushes first, and a flush covers every chunk put before it, rewriting a
+// pack whose write failed. Other processes see it once its pack is
+// written. Packs are shared by all uploads of a store.
 //
 // A directory bucket writes each object under a temporary name next to it
 // and renames it into place (gocloud's fileblob does this; the crash test
-// kills a writer mid-object to hold it to that), so a chunk's name never
-// shows half a chunk. What a crash leaves is a "<name>.<hex>.tmp" file,
-// which List skips and GC may delete once it is old.
+// kills a writer mid-object to hold it to that), so a name never shows
+// half an object. What a crash leaves is a "<name>.<hex>.tmp" file, which
+// listings skip.
 //
 // # Integrity
 //
@@ -59,7 +75,8 @@
 // otherwise be deduplicated onto by every later backup of the same data,
 // each broken from birth. When Get or ReadInto finds a chunk corrupt (it
 // fails to open at the length its own header states; a wrong key is not
-// damage), the store moves the object to quarantine/<4 hex>/<digest hex>
+// damage), the store copies the object to quarantine/<4 hex>/<digest hex>
+// and flags its pack index entry corrupt, or moves a loose chunk there
 // (Quarantine). Has then reports the chunk absent, so the next Put of its
 // data stores it afresh, which heals every index naming it; until then Get
 // reports it ChunkCorrupt wrapping ErrQuarantined. This is what Proxmox

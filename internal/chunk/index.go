@@ -166,14 +166,27 @@ func (s *Store) PutIndex(ctx context.Context, name string, idx Index) error {
 	case !errors.Is(err, ErrObjectNotFound):
 		return backendErr("IndexPutFailed", key, err)
 	}
-	// Chunks first, then the index that names them.
-	if err := s.Sync(ctx); err != nil {
-		return err
+	// Chunks first, then the index that names them. A flush that wrote
+	// packs synced them; one that had nothing to write still syncs, for the
+	// chunks this index shares with packs another process wrote to the
+	// same directory and may not have synced yet.
+	synced := false
+	if s.pk != nil {
+		if synced, err = s.flushPacks(ctx); err != nil {
+			return err
+		}
+	}
+	if !synced {
+		if err := s.syncRaw(ctx); err != nil {
+			return err
+		}
 	}
 	if err := s.backend.Write(ctx, key, b, false); err != nil {
 		return backendErr("IndexPutFailed", key, err)
 	}
-	return s.Sync(ctx)
+	// The index (and the pack index the flush wrote) durable before the
+	// caller records it.
+	return s.syncRaw(ctx)
 }
 
 // GetIndex implements Indexes.

@@ -87,12 +87,40 @@ func (s *Store) checkOldChunk(ctx context.Context) error {
 	if err != nil && err != stop {
 		return err
 	}
+	var body []byte
 	if found.IsZero() {
-		return nil // an empty bucket, or one with indexes of zero chunks only
-	}
-	body, err := s.backend.Read(ctx, ChunkKey(found), nil)
-	if err != nil {
-		return backendErr("KeyMarkerFailed", ChunkKey(found), err)
+		// No version-1 chunk: the first chunk of the first pack, if any.
+		var pid PackID
+		havePack := false
+		err := s.backend.List(ctx, packPrefix, func(o Object) error {
+			pid, havePack = parsePackKey(o.Key)
+			if havePack {
+				return stop
+			}
+			return nil
+		})
+		if err != nil && err != stop {
+			return backendErr("KeyMarkerFailed", packPrefix, err)
+		}
+		if !havePack {
+			return nil // an empty bucket, or one with indexes of zero chunks only
+		}
+		whole, err := s.backend.Read(ctx, PackKey(pid), nil)
+		if err != nil {
+			return backendErr("KeyMarkerFailed", PackKey(pid), err)
+		}
+		entries, err := parsePack(pid, whole)
+		if err != nil || len(entries) == 0 {
+			return errs.E(errs.Invalid, "BucketKeyUnverified",
+				"this bucket has no %s object and its pack %s cannot be read; use the data directory whose key wrote the bucket, or another bucket", KeyMarkerKey, pid)
+		}
+		found, body = entries[0].d, whole[entries[0].off:entries[0].off+entries[0].n]
+	} else {
+		var err error
+		body, err = s.backend.Read(ctx, ChunkKey(found), nil)
+		if err != nil {
+			return backendErr("KeyMarkerFailed", ChunkKey(found), err)
+		}
 	}
 	size := 0
 	if len(body) >= plainHeaderLen {

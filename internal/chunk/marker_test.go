@@ -67,6 +67,9 @@ func TestBucketKeyMarker(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if err := s.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
 			marker, err := s.Bucket().ReadAll(ctx, chunk.KeyMarkerKey)
 			if err != nil {
 				t.Fatalf("no key marker after open: %v", err)

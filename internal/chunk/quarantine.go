@@ -3,6 +3,8 @@ package chunk
 import (
 	"context"
 	"errors"
+	"io"
+	"slices"
 	"strings"
 
 	"github.com/coffer-backup/coffer/internal/errs"
@@ -61,6 +63,29 @@ func (s *Store) Quarantine(ctx context.Context, d Digest) (bool, error) {
 }
 
 func (s *Store) quarantine(ctx context.Context, d Digest) (bool, error) {
+	if s.pk != nil {
+		body, loc, ok, err := s.readPacked(ctx, d, nil)
+		if ok && loc.p.written {
+			// A pack shorter than its index says holds no object to keep;
+			// the entry is bad all the same.
+			if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+				return false, backendErr("ChunkGetFailed", PackKey(loc.p.id), err)
+			}
+			if err == nil {
+				if _, err := s.codec.open(d, slices.Clone(body), statedLen(body)); !isCorrupt(err) {
+					return false, nil
+				}
+			}
+			qkey := QuarantineKey(d)
+			if err := s.backend.Write(ctx, qkey, body, false); err != nil {
+				return false, backendErr("ChunkQuarantineFailed", qkey, err)
+			}
+			return true, s.markBad(ctx, d, loc)
+		}
+		if err != nil {
+			return false, err
+		}
+	}
 	key := ChunkKey(d)
 	body, err := s.backend.Read(ctx, key, nil)
 	if errors.Is(err, ErrObjectNotFound) {
@@ -128,7 +153,42 @@ func (s *Store) missing(ctx context.Context, d Digest, err error) error {
 // ListQuarantine calls fn for every quarantined object, in no particular
 // order; Info.ModTime is when it was quarantined. It stops at the first
 // error fn returns and returns it.
+//
+// In the pack layout, a quarantine made by another process (coffer verify
+// beside coffer serve) is a pack index entry flagged corrupt that this
+// process has not read. So if a quarantined digest is one this process
+// still counts as stored, ListQuarantine first re-reads the pack indexes:
+// an upload that then asks Has gets the answer it would get after a
+// restart, and stores the chunk again.
 func (s *Store) ListQuarantine(ctx context.Context, fn func(Info) error) error {
+	if s.pk != nil {
+		if err := s.loadPacks(ctx); err != nil {
+			return err
+		}
+		stale := false
+		err := s.listQuarantine(ctx, func(i Info) error {
+			s.pk.mu.Lock()
+			_, ok := s.pk.index[i.Digest]
+			s.pk.mu.Unlock()
+			stale = stale || ok
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if stale {
+			s.pk.mu.Lock()
+			seen := s.pk.refreshes
+			s.pk.mu.Unlock()
+			if err := s.refresh(ctx, seen); err != nil {
+				return err
+			}
+		}
+	}
+	return s.listQuarantine(ctx, fn)
+}
+
+func (s *Store) listQuarantine(ctx context.Context, fn func(Info) error) error {
 	var fnErr error
 	err := s.backend.List(ctx, quarantinePrefix, func(obj Object) error {
 		rest, ok := strings.CutPrefix(obj.Key, quarantinePrefix)

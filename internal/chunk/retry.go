@@ -120,6 +120,17 @@ func (r *Retry) Read(ctx context.Context, key string, buf []byte) ([]byte, error
 	return body, err
 }
 
+// ReadRange implements Backend.
+func (r *Retry) ReadRange(ctx context.Context, key string, off, n int64, buf []byte) ([]byte, error) {
+	var body []byte
+	err := r.do(ctx, func() error {
+		var err error
+		body, err = r.Backend.ReadRange(ctx, key, off, n, buf)
+		return err
+	})
+	return body, err
+}
+
 // Exists implements Backend.
 func (r *Retry) Exists(ctx context.Context, key string) (bool, error) {
 	var ok bool

@@ -3,6 +3,7 @@ package chunk
 import (
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -22,8 +23,12 @@ type Putter interface {
 	// and the bytes it added to the backend. An all-zero plain is not
 	// stored: Put returns ZeroDigest and 0. A chunk already present is not
 	// written again: Put returns 0. Once Put returns without error the
-	// chunk is written, though on a file backend it survives a power loss
-	// only after the next PutIndex (or Sync). Safe for concurrent use.
+	// chunk reads back, but it is durable only after the next PutIndex (or
+	// Sync): in the pack layout it waits in a pack in memory until the pack
+	// fills or a flush writes it, and on a file backend a write survives a
+	// power loss only after a sync. An error may come from writing a pack
+	// the chunk filled, whose chunks stay to be written by the next flush.
+	// Safe for concurrent use.
 	Put(ctx context.Context, plain []byte) (d Digest, stored int64, err error)
 }
 
@@ -95,6 +100,11 @@ type Options struct {
 	// Wrap, if set, wraps the backend the store uses: NewRetry, say, or
 	// a fault injector in tests.
 	Wrap func(Backend) Backend
+	// PackSize is the size at which a pack of chunks is written; 0 means
+	// DefaultPackSize, at most MaxPackSize. Negative writes the
+	// version-1 layout instead, one object per chunk (benchmarks, and
+	// the comparison with it). Either layout reads both.
+	PackSize int64
 }
 
 // Store is the chunk store over a gocloud blob bucket. Safe for concurrent
@@ -106,6 +116,7 @@ type Store struct {
 	key     []byte // nil for a plaintext store
 	sync    func(ctx context.Context) error
 	closer  func() error // closes what Open opened; nil for New
+	pk      *packState   // the pack layout; nil writes version 1
 
 	mu       sync.Mutex
 	inflight map[Digest]*putCall // one writer per digest at a time
@@ -170,8 +181,21 @@ func NewOnBackend(backend Backend, opts Options) (*Store, error) {
 	if opts.Wrap != nil {
 		backend = opts.Wrap(backend)
 	}
-	return &Store{backend: backend, codec: c, key: slices.Clone(key), sync: opts.Sync, inflight: map[Digest]*putCall{}}, nil
+	if opts.PackSize > MaxPackSize {
+		return nil, errs.E(errs.Invalid, "InvalidPackSize", "pack size %d exceeds %d", opts.PackSize, MaxPackSize)
+	}
+	s := &Store{backend: backend, codec: c, key: slices.Clone(key), sync: opts.Sync, inflight: map[Digest]*putCall{}}
+	switch {
+	case opts.PackSize == 0:
+		s.pk = newPackState(DefaultPackSize)
+	case opts.PackSize > 0:
+		s.pk = newPackState(opts.PackSize)
+	}
+	return s, nil
 }
+
+// Packed reports whether the store writes packs (format version 2).
+func (s *Store) Packed() bool { return s.pk != nil }
 
 // Close releases the codec, and the bucket if Open opened it.
 func (s *Store) Close() error {
@@ -244,6 +268,9 @@ func (s *Store) leave(d Digest, c *putCall, err error) {
 }
 
 func (s *Store) put(ctx context.Context, d Digest, plain []byte) (int64, error) {
+	if s.pk != nil {
+		return s.putPacked(ctx, d, plain)
+	}
 	key := ChunkKey(d)
 	ok, err := s.backend.Exists(ctx, key)
 	if err != nil {
@@ -286,13 +313,9 @@ func (s *Store) Get(ctx context.Context, d Digest, size int) ([]byte, error) {
 	if d.IsZero() {
 		return make([]byte, size), nil
 	}
-	key := ChunkKey(d)
-	body, err := s.backend.Read(ctx, key, nil)
+	body, err := s.readObject(ctx, d, nil)
 	if err != nil {
-		if errors.Is(err, ErrObjectNotFound) {
-			return nil, s.missing(ctx, d, err)
-		}
-		return nil, backendErr("ChunkGetFailed", key, err)
+		return nil, err
 	}
 	plain, err := s.codec.open(d, body, size)
 	if err != nil {
@@ -314,19 +337,17 @@ func (s *Store) ReadInto(ctx context.Context, d Digest, size int, dst []byte) ([
 		clear(dst)
 		return dst, nil
 	}
-	key := ChunkKey(d)
 	largest := sealHeaderLen + size + tagLen // the largest object a chunk of size bytes makes
-	buf := s.codec.getBuf((largest + directio.Align - 1) &^ (directio.Align - 1))
+	// Room for a ranged read of the aligned span around a chunk in a pack.
+	buf := s.codec.getBuf((largest+directio.Align-1)&^(directio.Align-1) + 2*directio.Align)
 	defer s.codec.putBuf(buf)
-	body, err := s.backend.Read(ctx, key, *buf)
+	body, err := s.readObject(ctx, d, *buf)
 	var tooLarge *ObjectTooLargeError
 	switch {
 	case errors.As(err, &tooLarge):
 		return nil, s.damaged(ctx, d, corrupt(d, "object of %d bytes", tooLarge.Size))
-	case errors.Is(err, ErrObjectNotFound):
-		return nil, s.missing(ctx, d, err)
 	case err != nil:
-		return nil, backendErr("ChunkGetFailed", key, err)
+		return nil, err
 	case len(body) > largest:
 		return nil, s.damaged(ctx, d, corrupt(d, "object of %d bytes", len(body)))
 	}
@@ -338,10 +359,70 @@ func (s *Store) ReadInto(ctx context.Context, d Digest, size int, dst []byte) ([
 	return plain, nil
 }
 
-// Has implements Getter.
+// readObject returns chunk d's sealed object, from a pack or from its
+// own version-1 object, read into buf's storage (nil: allocated). A chunk
+// stored nowhere is missing's error; other failures are backend errors
+// with a code, except an *ObjectTooLargeError.
+func (s *Store) readObject(ctx context.Context, d Digest, buf []byte) ([]byte, error) {
+	for refreshed := false; ; refreshed = true {
+		if s.pk != nil {
+			body, loc, ok, err := s.readPacked(ctx, d, buf)
+			if ok && !errors.Is(err, ErrObjectNotFound) {
+				if errors.Is(err, io.ErrUnexpectedEOF) {
+					// The pack is shorter than its index says.
+					return nil, s.damaged(ctx, d, corrupt(d, "pack %s ends before the chunk's %d bytes at %d", loc.p.id, loc.n, loc.off))
+				}
+				if err != nil {
+					return nil, backendErr("ChunkGetFailed", PackKey(loc.p.id), err)
+				}
+				return body, nil
+			}
+			if err != nil && !ok {
+				return nil, err
+			}
+			// Not in a pack, or its pack is gone (another process's GC):
+			// a version-1 object, or a refreshed pack index, may have it.
+		}
+		key := ChunkKey(d)
+		body, err := s.backend.Read(ctx, key, buf)
+		if err == nil || !errors.Is(err, ErrObjectNotFound) {
+			var tooLarge *ObjectTooLargeError
+			if err != nil && !errors.As(err, &tooLarge) {
+				return nil, backendErr("ChunkGetFailed", key, err)
+			}
+			return body, err
+		}
+		if s.pk == nil || refreshed {
+			return nil, s.missing(ctx, d, err)
+		}
+		// Another process may have stored it since this one loaded its
+		// pack index.
+		if ok, rerr := s.missingPacked(ctx, d); rerr != nil {
+			return nil, rerr
+		} else if !ok {
+			return nil, s.missing(ctx, d, err)
+		}
+	}
+}
+
+// Has implements Getter. In the pack layout a chunk is present once Put
+// has added it to a pack, before the pack is durable: whoever names it in
+// an index calls PutIndex or Sync first, which makes it durable.
 func (s *Store) Has(ctx context.Context, d Digest) (bool, error) {
 	if d.IsZero() {
 		return true, nil
+	}
+	if s.pk != nil {
+		if err := s.loadPacks(ctx); err != nil {
+			return false, err
+		}
+		s.pk.mu.Lock()
+		_, ok := s.pk.index[d]
+		loose := s.pk.loose
+		s.pk.mu.Unlock()
+		if ok || !loose {
+			return ok, nil
+		}
 	}
 	key := ChunkKey(d)
 	ok, err := s.backend.Exists(ctx, key)
@@ -389,16 +470,16 @@ func parseChunkKey(key string) (Digest, bool) {
 	return d, err == nil && !d.IsZero()
 }
 
-// Sync makes every chunk written so far durable. PutIndex calls it; a
-// caller that records chunk digests elsewhere calls it before doing so.
+// Sync makes every chunk Put so far durable: in the pack layout it
+// writes the open pack and any not yet written, makes them durable and
+// indexes them (flushPacks). PutIndex calls it; a caller that records
+// chunk digests elsewhere calls it before doing so.
 func (s *Store) Sync(ctx context.Context) error {
-	if s.sync == nil {
-		return nil
+	if s.pk != nil {
+		_, err := s.flushPacks(ctx)
+		return err
 	}
-	if err := s.sync(ctx); err != nil {
-		return errs.E(errs.Internal, "ChunkSyncFailed", "making chunks durable").Wrap(err)
-	}
-	return nil
+	return s.syncRaw(ctx)
 }
 
 // backendErr gives a bucket error a kind: throttling and timeouts are

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/snapshot"
 )
@@ -62,14 +61,17 @@ func TestHydrationFromDamagedSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := idx.Digests[2] // bytes [2 MiB, 3 MiB)
-	key := chunk.ChunkKey(bad)
-	obj, err := e.Chunks.Bucket().ReadAll(ctx, key)
+	bad := idx.Digests[2]                 // bytes [2 MiB, 3 MiB)
+	loc, err := e.Chunks.Locate(ctx, bad) // in a pack, or its own object
 	if err != nil {
 		t.Fatal(err)
 	}
-	obj[len(obj)/2] ^= 1
-	if err := e.Chunks.Bucket().WriteAll(ctx, key, obj, nil); err != nil {
+	obj, err := e.Chunks.Bucket().ReadAll(ctx, loc.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj[loc.Off+loc.Len/2] ^= 1
+	if err := e.Chunks.Bucket().WriteAll(ctx, loc.Key, obj, nil); err != nil {
 		t.Fatal(err)
 	}
 

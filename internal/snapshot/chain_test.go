@@ -153,7 +153,7 @@ func TestChainOfTen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	gc := snapshot.NewCollector(store, reg, snapshot.CollectorOptions{Clock: laterClock()})
+	gc := snapshot.NewCollector(store, reg, snapshot.CollectorOptions{Clock: laterClock(), RepackDead: -1})
 	st, err := gc.Run(ctx)
 	if err != nil {
 		t.Fatal(err)

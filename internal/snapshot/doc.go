@@ -75,6 +75,13 @@
 // only when no index or root names its digest and it is older than the
 // grace period.
 //
+// Chunks in packs (chunk format version 2) are freed a pack at a time: a
+// pack none of whose chunks is marked is deleted, one more than
+// RepackDead dead is rewritten with its live chunks (chunk.RewritePack),
+// and the unmarked chunks of either are claimed first, as above. A pack
+// an upload has not flushed yet is not listed, so GC never sees its
+// chunks. The upload's PutIndex flushes the packs before the index.
+//
 // Deleting is idempotent and GC keeps no state between runs, so a GC
 // killed mid-sweep has deleted only unmarked chunks; running it again
 // finishes the job. DeleteSnapshot removes only the index; its chunks go

@@ -35,6 +35,11 @@ type GCStore interface {
 	// ListQuarantine and DeleteQuarantined: chunk.Store's.
 	ListQuarantine(ctx context.Context, fn func(chunk.Info) error) error
 	DeleteQuarantined(ctx context.Context, d chunk.Digest) error
+	// ListPacks, RewritePack and CompactPackIndexes: chunk.Store's, for
+	// chunks in packs (format version 2).
+	ListPacks(ctx context.Context, fn func(chunk.PackInfo) error) error
+	RewritePack(ctx context.Context, id chunk.PackID, drop []chunk.Digest) (int64, error)
+	CompactPackIndexes(ctx context.Context) (int, error)
 }
 
 var _ GCStore = (*chunk.Store)(nil)
@@ -52,7 +57,20 @@ type CollectorOptions struct {
 	Clock clock.Clock
 	// Workers is how many Deletes run at once; default 8.
 	Workers int
+	// RepackDead is the fraction of a pack's bytes that must be dead
+	// (chunks no index names, superseded copies, the table) before the
+	// pack is rewritten with only its live chunks; default
+	// DefaultRepackDead. Negative repacks any pack with a dead chunk.
+	// Below it the dead chunks stay, counted in GCStats.Dead: rewriting a
+	// 16 MiB pack to free a few of its chunks costs more than it frees.
+	RepackDead float64
 }
+
+// DefaultRepackDead: a pack is repacked once more than half of it is
+// dead, so repacking copies at most as much as it frees (restic's prune
+// repacks at any unused space above a repository-wide 5%, kopia at a
+// per-pack fraction).
+const DefaultRepackDead = 0.5
 
 // Collector is the garbage collector of one chunk store: it deletes the
 // chunks no snapshot, root or in-flight upload names. Run it on one node
@@ -81,6 +99,19 @@ type GCStats struct {
 	// QuarantineDeleted counts quarantined objects deleted: no snapshot
 	// names them any more.
 	QuarantineDeleted int
+
+	// Packs (format version 2). Chunks, StoredBytes, Young, InFlight,
+	// Deleted and DeletedBytes count the chunks in packs too.
+	Packs         int   // packs listed
+	PacksDeleted  int   // packs deleted: no chunk of theirs was live
+	PacksRepacked int   // packs rewritten with their live chunks only
+	CopiedBytes   int64 // bytes of live chunks copied by repacking
+	FreedBytes    int64 // bytes by which deleting and repacking shrank the packs
+	// Dead counts unreferenced chunks left in packs whose dead part is
+	// below RepackDead.
+	Dead int
+	// PackIndexesCompacted counts pack index objects replaced by one.
+	PackIndexesCompacted int
 }
 
 // NewCollector returns a Collector of store. inflight must be the registry
@@ -98,6 +129,9 @@ func NewCollector(store GCStore, inflight *InFlight, opts CollectorOptions) *Col
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 8
+	}
+	if opts.RepackDead == 0 {
+		opts.RepackDead = DefaultRepackDead
 	}
 	return &Collector{store: store, inflight: inflight, opts: opts}
 }
@@ -187,6 +221,9 @@ func (c *Collector) Run(ctx context.Context) (GCStats, error) {
 	if err != nil {
 		return st, err
 	}
+	if err := c.sweepPacks(ctx, marked, cutoff, &st); err != nil {
+		return st, err
+	}
 	marked = nil // the sweep needs only the garbage lists
 	for _, d := range spent {
 		if err := c.store.DeleteQuarantined(ctx, d); err != nil {
@@ -220,8 +257,92 @@ func (c *Collector) Run(ctx context.Context) (GCStats, error) {
 	if err == nil {
 		err = ctx.Err()
 	}
-	st.Deleted, st.DeletedBytes, st.InFlight = int(deleted.Load()), deletedBytes.Load(), int(held.Load())
+	st.Deleted += int(deleted.Load())
+	st.DeletedBytes += deletedBytes.Load()
+	st.InFlight += int(held.Load())
 	return st, err
+}
+
+// sweepPacks deletes the packs none of whose chunks is marked, and
+// rewrites those whose dead part exceeds RepackDead with their live
+// chunks. Unmarked chunks are claimed from the InFlight registry first,
+// as the loose sweep claims them; one an upload holds stays, as live.
+func (c *Collector) sweepPacks(ctx context.Context, marked map[chunk.Digest]struct{}, cutoff time.Time, st *GCStats) error {
+	var packs []chunk.PackInfo
+	err := c.store.ListPacks(ctx, func(p chunk.PackInfo) error {
+		packs = append(packs, p)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range packs {
+		st.Packs++
+		var live int64
+		var kept int
+		var dead []chunk.PackChunk
+		for _, ch := range p.Chunks {
+			st.Chunks++
+			st.StoredBytes += ch.Stored
+			if _, ok := marked[ch.Digest]; ok {
+				live += ch.Stored
+				kept++
+			} else {
+				dead = append(dead, ch)
+			}
+		}
+		deadBytes := p.Size - live
+		switch {
+		case len(dead) == 0 && live > 0 && float64(deadBytes) <= c.opts.RepackDead*float64(p.Size):
+			continue // nothing worth freeing
+		case !p.ModTime.Before(cutoff):
+			st.Young += len(dead)
+			continue
+		case live > 0 && float64(deadBytes) <= c.opts.RepackDead*float64(p.Size):
+			st.Dead += len(dead)
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var drop []chunk.Digest
+		var dropBytes int64
+		for _, ch := range dead {
+			if c.inflight.claim(ch.Digest) {
+				drop = append(drop, ch.Digest)
+				dropBytes += ch.Stored
+			} else {
+				st.InFlight++
+				kept++
+				live += ch.Stored
+			}
+		}
+		if len(drop) == 0 && float64(p.Size-live) <= c.opts.RepackDead*float64(p.Size) {
+			continue // what is dead is held by uploads
+		}
+		freed, err := c.store.RewritePack(ctx, p.ID, drop)
+		for _, d := range drop {
+			c.inflight.unclaim(d)
+		}
+		if errs.Is(err, errs.NotFound) {
+			continue // gone meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		st.Deleted += len(drop)
+		st.DeletedBytes += dropBytes
+		st.FreedBytes += freed
+		if kept == 0 {
+			st.PacksDeleted++
+		} else {
+			st.PacksRepacked++
+			st.CopiedBytes += live
+		}
+	}
+	n, err := c.store.CompactPackIndexes(ctx)
+	st.PackIndexesCompacted = n
+	return err
 }
 
 func mark(marked map[chunk.Digest]struct{}, idx chunk.Index) {

@@ -134,7 +134,9 @@ func TestGCSparesInFlight(t *testing.T) {
 		changed := changedBlocks(int64(len(next)), 3*mib, 4096)
 
 		reg := snapshot.NewInFlight()
-		gc := snapshot.NewCollector(store, reg, snapshot.CollectorOptions{Clock: laterClock()})
+		// Any dead chunk repacked: the old chunk 3 is one of eight in its
+		// pack.
+		gc := snapshot.NewCollector(store, reg, snapshot.CollectorOptions{Clock: laterClock(), RepackDead: -1})
 		var st snapshot.GCStats
 		h := &hookStore{Store: store}
 		var ran bool
@@ -160,10 +162,11 @@ func TestGCSparesInFlight(t *testing.T) {
 		if ust.Reused != 7 || ust.ChunksRead != 1 {
 			t.Errorf("upload %+v, want 7 reused and 1 read", ust)
 		}
-		// Held: the 7 copied chunks, the new chunk 3, and the old chunk 3
-		// (Upload registers all of Previous's digests in one go).
-		if st.InFlight != 9 || st.Deleted != 0 {
-			t.Errorf("GC during the upload: %+v, want all 9 chunks held", st)
+		// Held: the 7 copied chunks and the old chunk 3 (Upload registers
+		// all of Previous's digests in one go). The new chunk 3 is in a
+		// pack not yet durable, which GC does not see.
+		if st.InFlight != 8 || st.Deleted != 0 {
+			t.Errorf("GC during the upload: %+v, want all 8 chunks held", st)
 		}
 		if !bytes.Equal(restore(t, store, idx), next) {
 			t.Error("snapshot does not restore")
@@ -300,7 +303,10 @@ func TestGCCrash(t *testing.T) {
 	}
 	ctx := t.Context()
 	dir := t.TempDir()
-	store := openStore(t, dir)
+	// The version-1 layout, one object per chunk, swept chunk by chunk;
+	// the child opens it as coffer does now, so the sweep of an old
+	// store is what is killed. TestGCRepackCrash kills a pack rewrite.
+	store := openStoreV1(t, dir)
 	var keep []chunk.Index
 	for k := range 3 {
 		idx, _, err := snapshot.Upload(ctx, store, snapshot.UploadRequest{

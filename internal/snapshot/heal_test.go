@@ -10,20 +10,6 @@ import (
 	"github.com/coffer-backup/coffer/internal/volume"
 )
 
-// flipByte flips one byte in the middle of chunk d's stored object.
-func flipByte(t *testing.T, store *chunk.Store, d chunk.Digest) {
-	t.Helper()
-	key := chunk.ChunkKey(d)
-	obj, err := store.Bucket().ReadAll(t.Context(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj[len(obj)/2] ^= 0x40
-	if err := store.Bucket().WriteAll(t.Context(), key, obj, nil); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestDamagedChunkHeals: a backup of data whose chunk is damaged in the
 // store deduplicates onto it and is broken from birth; verify finds the
 // damage and quarantines the chunk, so the next backup holding that data,

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -117,7 +118,7 @@ func (t teeHash) Read(p []byte) (int, error) {
 }
 
 // storedBytes is the total object size of every stored chunk, and their
-// count.
+// count: version-1 chunk objects and chunks in durable packs.
 func storedBytes(t *testing.T, store *chunk.Store) (int64, int) {
 	t.Helper()
 	var total int64
@@ -129,7 +130,72 @@ func storedBytes(t *testing.T, store *chunk.Store) (int64, int) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if err := store.ListPacks(t.Context(), func(p chunk.PackInfo) error {
+		for _, c := range p.Chunks {
+			total += c.Stored
+			n++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	return total, n
+}
+
+// openStoreV1 is openStore writing the version-1 layout, one object per
+// chunk: an old store.
+func openStoreV1(t testing.TB, dir string) *chunk.Store {
+	t.Helper()
+	s, err := chunk.Open(t.Context(), "", dir, chunk.Options{PackSize: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// flipByte flips one byte in the middle of chunk d's stored object, in
+// its pack or its own object.
+func flipByte(t *testing.T, store *chunk.Store, d chunk.Digest) {
+	t.Helper()
+	loc, err := store.Locate(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := store.Bucket().ReadAll(t.Context(), loc.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj[loc.Off+loc.Len/2] ^= 0x40
+	if err := store.Bucket().WriteAll(t.Context(), loc.Key, obj, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// removeChunk deletes chunk d from the store, whatever its layout: the
+// damage a lost object does.
+func removeChunk(t *testing.T, store *chunk.Store, d chunk.Digest) {
+	t.Helper()
+	loc, err := store.Locate(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(loc.Key, "packs/") {
+		if err := store.Delete(t.Context(), d); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	err = store.ListPacks(t.Context(), func(p chunk.PackInfo) error {
+		if chunk.PackKey(p.ID) != loc.Key {
+			return nil
+		}
+		_, err := store.RewritePack(t.Context(), p.ID, []chunk.Digest{d})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // digestSet is the non-zero digests of some indexes.

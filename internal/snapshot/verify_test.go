@@ -44,23 +44,13 @@ func TestVerify(t *testing.T) {
 
 	// Flip a byte in the middle of chunk 2 of a (also in b).
 	shared := idx[0].Digests[2]
-	key := chunk.ChunkKey(shared)
-	obj, err := store.Bucket().ReadAll(ctx, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	obj[len(obj)/2] ^= 0x40
-	if err := store.Bucket().WriteAll(ctx, key, obj, nil); err != nil {
-		t.Fatal(err)
-	}
+	flipByte(t, store, shared)
 	// Remove chunk 1 of c.
-	if err := store.Delete(ctx, idx[2].Digests[1]); err != nil {
-		t.Fatal(err)
-	}
+	removeChunk(t, store, idx[2].Digests[1])
 
 	var calls int
 	var done, total int64
-	rep, err = snapshot.Verify(ctx, store, snapshot.VerifyOptions{Workers: 3, Progress: func(d, t int64) { calls, done, total = calls+1, d, t }})
+	rep, err := snapshot.Verify(ctx, store, snapshot.VerifyOptions{Workers: 3, Progress: func(d, t int64) { calls, done, total = calls+1, d, t }})
 	if err != nil {
 		t.Fatal(err)
 	}

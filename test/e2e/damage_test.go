@@ -13,14 +13,22 @@ import (
 	"github.com/coffer-backup/coffer/internal/chunk"
 )
 
-// damageChunk flips one byte in the middle of a stored chunk object.
-func damageChunk(t *testing.T, path string) {
+// damageChunk flips one byte in the middle of chunk d's stored object,
+// in its pack or its own file.
+func damageChunk(t *testing.T, dataDir string, d chunk.Digest) {
 	t.Helper()
+	store := openChunks(t, dataDir)
+	loc, err := store.Locate(t.Context(), d)
+	store.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dataDir, "blobs", filepath.FromSlash(loc.Key))
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw[len(raw)/2] ^= 0x40
+	raw[loc.Off+loc.Len/2] ^= 0x40
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -51,9 +59,9 @@ func TestDamagedChunkIsQuarantinedAndHealed(t *testing.T) {
 	if st := s.waitOperation(admin, s.snapshotNow(admin, first, snapID("s1"))); st["status"] != "Succeeded" {
 		t.Fatalf("snapshot s1: %v", st)
 	}
-	victim := firstChunkFile(t, s.dataDir)
-	digest := filepath.Base(victim)
-	damageChunk(t, victim)
+	victim := firstChunk(t, s.dataDir)
+	digest := victim.String()
+	damageChunk(t, s.dataDir, victim)
 	stored := chunkObjects(t, s.dataDir)
 
 	// The same data on another disk: deduplicated onto the damage.
@@ -70,8 +78,8 @@ func TestDamagedChunkIsQuarantinedAndHealed(t *testing.T) {
 		!strings.Contains(out, "breaks "+snapID("s1")) || !strings.Contains(out, "breaks "+snapID("s2")) {
 		t.Fatalf("verify after the damage does not report the chunk, quarantined, breaking s1 and s2:\n%s", out)
 	}
-	if _, err := os.Stat(victim); !os.IsNotExist(err) {
-		t.Fatalf("the damaged chunk is still where dedup finds it: %v", err)
+	if chunkStored(t, s.dataDir, victim) {
+		t.Fatal("the damaged chunk is still where dedup finds it")
 	}
 	if _, err := os.Stat(filepath.Join(s.dataDir, "blobs", "quarantine", digest[:4], digest)); err != nil {
 		t.Fatalf("the damaged chunk is not in quarantine: %v", err)
@@ -81,8 +89,8 @@ func TestDamagedChunkIsQuarantinedAndHealed(t *testing.T) {
 	if st := s.waitOperation(admin, s.snapshotNow(admin, second, snapID("s3"))); st["status"] != "Succeeded" {
 		t.Fatalf("snapshot s3: %v", st)
 	}
-	if _, err := os.Stat(victim); err != nil {
-		t.Fatalf("s3 did not store the quarantined chunk again: %v", err)
+	if !chunkStored(t, s.dataDir, victim) {
+		t.Fatal("s3 did not store the quarantined chunk again")
 	}
 	out, ok = s.verify()
 	if !ok || !strings.Contains(out, "HEALED CHUNK "+digest) || !strings.Contains(out, "stored again by "+snapID("s3")) {
@@ -128,7 +136,7 @@ func TestDiskFromDamagedSnapshot(t *testing.T) {
 	// Damage the chunk of bytes [2 MiB, 3 MiB): its name is the BLAKE3 of
 	// those bytes.
 	bad := chunk.Sum(data[2*mib : 3*mib])
-	damageChunk(t, filepath.Join(s.dataDir, "blobs", filepath.FromSlash(chunk.ChunkKey(bad))))
+	damageChunk(t, s.dataDir, bad)
 
 	copyID := "/subscriptions/" + sub + "/resourceGroups/rg/providers/Microsoft.Compute/disks/copy"
 	h, _ := s.mustDo("PUT", copyID+computeAPI, admin, `{"location":"westus","properties":{"creationData":{"createOption":"Copy","sourceResourceId":"`+snap+`"}}}`, 202)

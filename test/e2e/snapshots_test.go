@@ -16,6 +16,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
+
+	"github.com/coffer-backup/coffer/internal/chunk"
 )
 
 // writeImage makes a sparse image of size with random data at the given
@@ -49,13 +51,27 @@ func cmpFiles(t *testing.T, a, b string) {
 func chunkObjects(t *testing.T, dataDir string) int {
 	t.Helper()
 	n := 0
-	filepath.WalkDir(filepath.Join(dataDir, "blobs", "chunks"), func(path string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() && !strings.HasSuffix(path, ".tmp") {
-			n++
-		}
-		return nil
-	})
+	store := openChunks(t, dataDir)
+	defer store.Close()
+	count := func(chunk.Info) error { n++; return nil }
+	if err := store.List(t.Context(), count); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.ListPacks(t.Context(), func(p chunk.PackInfo) error { n += len(p.Chunks); return nil }); err != nil {
+		t.Fatal(err)
+	}
 	return n
+}
+
+// openChunks opens the chunk store of a data directory beside the server
+// that writes it, as coffer verify does, to find chunks in packs.
+func openChunks(t *testing.T, dataDir string) *chunk.Store {
+	t.Helper()
+	store, err := chunk.Open(t.Context(), "", dataDir, chunk.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store
 }
 
 // TestSnapshotsSDK: incremental snapshots of a disk through the official
@@ -308,20 +324,13 @@ func TestVerifyFindsDamage(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// Flip one byte in the middle of one stored chunk.
-	victim := firstChunkFile(t, s.dataDir)
-	raw, err := os.ReadFile(victim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw[len(raw)/2] ^= 0x40
-	if err := os.WriteFile(victim, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	victim := firstChunk(t, s.dataDir)
+	damageChunk(t, s.dataDir, victim)
 	out, err := exec.Command(binary, "verify", "--data-dir", s.dataDir).CombinedOutput()
 	if err == nil {
 		t.Fatalf("verify passed over a damaged chunk:\n%s", out)
 	}
-	if !strings.Contains(string(out), "BAD CHUNK "+filepath.Base(victim)) || !strings.Contains(string(out), "breaks "+snapID) {
+	if !strings.Contains(string(out), "BAD CHUNK "+victim.String()) || !strings.Contains(string(out), "breaks "+snapID) {
 		t.Fatalf("verify output does not name the chunk and the snapshot:\n%s", out)
 	}
 }
@@ -383,10 +392,7 @@ func TestScheduledVerifyReportsDamage(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	victim := firstChunkFile(t, s.dataDir)
-	raw, _ := os.ReadFile(victim)
-	raw[len(raw)-1] ^= 1
-	os.WriteFile(victim, raw, 0o600)
+	damageChunk(t, s.dataDir, firstChunk(t, s.dataDir))
 	for !strings.Contains(s.logs.String(), `"msg":"verify found damage"`) {
 		if time.Now().After(deadline) {
 			t.Fatal("the scheduled verify did not report the damaged chunk")
@@ -395,20 +401,39 @@ func TestScheduledVerifyReportsDamage(t *testing.T) {
 	}
 }
 
-// firstChunkFile returns the path of one stored chunk object.
-func firstChunkFile(t *testing.T, dataDir string) string {
+// firstChunk returns the digest of one stored chunk.
+func firstChunk(t *testing.T, dataDir string) chunk.Digest {
 	t.Helper()
-	var victim string
-	filepath.WalkDir(filepath.Join(dataDir, "blobs", "chunks"), func(path string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() && victim == "" {
-			victim = path
-		}
-		return nil
-	})
-	if victim == "" {
+	store := openChunks(t, dataDir)
+	defer store.Close()
+	var victim chunk.Digest
+	found := func(d chunk.Digest) error { victim = d; return io.EOF }
+	store.List(t.Context(), func(i chunk.Info) error { return found(i.Digest) })
+	if victim.IsZero() {
+		store.ListPacks(t.Context(), func(p chunk.PackInfo) error {
+			if len(p.Chunks) == 0 {
+				return nil
+			}
+			return found(p.Chunks[0].Digest)
+		})
+	}
+	if victim.IsZero() {
 		t.Fatal("no chunk stored")
 	}
 	return victim
+}
+
+// chunkStored reports whether a store opened now finds chunk d (a
+// quarantined chunk is not found).
+func chunkStored(t *testing.T, dataDir string, d chunk.Digest) bool {
+	t.Helper()
+	store := openChunks(t, dataDir)
+	defer store.Close()
+	ok, err := store.Has(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
 }
 
 // importDisk uploads a raw image as a new disk with the CLI and returns its id.

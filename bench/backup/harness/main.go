@@ -16,6 +16,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"sync"
 	"time"
 
@@ -30,7 +31,7 @@ const mib = 1 << 20
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: harness mkimage|mkvol|load|change|full|incr|restore|rawput [flags]")
+		fmt.Fprintln(os.Stderr, "usage: harness mkimage|mkvol|load|change|full|incr|restore|rawput|s3count [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -47,6 +48,8 @@ func main() {
 	workers := fs.Int("workers", 0, "workers (0 = default)")
 	hydrate := fs.Bool("hydrate", true, "readdisk: hydrate in the background meanwhile, as the service does")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile here")
+	blobURL := fs.String("blob", "", "s3count: the S3 server, as an s3:// blob URL (the bucket name is replaced)")
+	packSize := fs.Int64("packsize", 0, "s3count: chunk.Options.PackSize (negative: one object a chunk)")
 	if err := fs.Parse(os.Args[2:]); err != nil {
 		os.Exit(2)
 	}
@@ -82,6 +85,8 @@ func main() {
 		err = readDisk(ctx, *data, *name, *out, *workers, *hydrate)
 	case "rawput":
 		err = rawput(ctx, *img, *data, *workers)
+	case "s3count":
+		err = s3count(ctx, *img, *blobURL, *data, *packSize, *workers)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -257,8 +262,19 @@ func change(dir, imgPath string, seed uint64, extents int, extent int64) error {
 	return v.Flush()
 }
 
+// openStore opens the store in data. PACKSIZE in the environment, if set,
+// is chunk.Options.PackSize (negative: version 1, one object a chunk), so
+// one run can compare the layouts.
 func openStore(ctx context.Context, data string) (*chunk.Store, error) {
-	return chunk.Open(ctx, "", data, chunk.Options{})
+	var opts chunk.Options
+	if v := os.Getenv("PACKSIZE"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("PACKSIZE: %w", err)
+		}
+		opts.PackSize = n
+	}
+	return chunk.Open(ctx, "", data, opts)
 }
 
 // upload takes a snapshot the way the service does: freeze the volume

@@ -26,11 +26,13 @@ import (
 // cleanup with t.
 type NewBucket func(t *testing.T) *blob.Bucket
 
-// Run runs the suite. Each subtest gets its own empty bucket.
+// Run runs the suite on both layouts: packs (format version 2, with small
+// packs so a test spans several) and one object per chunk (version 1).
+// Each subtest gets its own empty bucket.
 func Run(t *testing.T, newBucket NewBucket) {
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, b *blob.Bucket)
+		fn   func(t *testing.T, b Bucket)
 	}{
 		{"RoundTrip", testRoundTrip},
 		{"RoundTripPlaintext", testRoundTripPlaintext},
@@ -47,12 +49,25 @@ func Run(t *testing.T, newBucket NewBucket) {
 		{"ReadInto", testReadInto},
 		{"Quarantine", testQuarantine},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			tc.fn(t, newBucket(t))
+	for _, layout := range []struct {
+		name     string
+		packSize int64
+	}{{"packs", 3 << 20}, {"v1", -1}} {
+		t.Run(layout.name, func(t *testing.T) {
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					t.Parallel()
+					tc.fn(t, Bucket{Bucket: newBucket(t), PackSize: layout.packSize})
+				})
+			}
 		})
 	}
+}
+
+// Bucket is a subtest's bucket and the layout its stores write.
+type Bucket struct {
+	*blob.Bucket
+	PackSize int64 // chunk.Options.PackSize
 }
 
 // Key returns a fresh random chunk key.
@@ -65,9 +80,12 @@ func Key(t testing.TB) []byte {
 	return k
 }
 
-func newStore(t *testing.T, b *blob.Bucket, opts chunk.Options) *chunk.Store {
+func newStore(t *testing.T, b Bucket, opts chunk.Options) *chunk.Store {
 	t.Helper()
-	s, err := chunk.New(b, opts)
+	if opts.PackSize == 0 {
+		opts.PackSize = b.PackSize
+	}
+	s, err := chunk.New(b.Bucket, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -75,7 +93,7 @@ func newStore(t *testing.T, b *blob.Bucket, opts chunk.Options) *chunk.Store {
 	return s
 }
 
-func encrypted(t *testing.T, b *blob.Bucket) *chunk.Store {
+func encrypted(t *testing.T, b Bucket) *chunk.Store {
 	t.Helper()
 	return newStore(t, b, chunk.Options{Key: Key(t)})
 }
@@ -144,7 +162,7 @@ func mustGet(t *testing.T, s *chunk.Store, d chunk.Digest, size int) []byte {
 }
 
 // objects lists every key in the bucket.
-func objects(t *testing.T, b *blob.Bucket, prefix string) []string {
+func objects(t *testing.T, b Bucket, prefix string) []string {
 	t.Helper()
 	keys := []string{}
 	it := b.List(&blob.ListOptions{Prefix: prefix})
@@ -201,22 +219,24 @@ func roundTrip(t *testing.T, s *chunk.Store) {
 	}
 }
 
-func testRoundTrip(t *testing.T, b *blob.Bucket) { roundTrip(t, encrypted(t, b)) }
+func testRoundTrip(t *testing.T, b Bucket) { roundTrip(t, encrypted(t, b)) }
 
-func testRoundTripPlaintext(t *testing.T, b *blob.Bucket) {
+func testRoundTripPlaintext(t *testing.T, b Bucket) {
 	roundTrip(t, newStore(t, b, chunk.Options{Plaintext: true}))
 	// An encrypting store reads plaintext chunks: their digest vouches for them.
 	plain := Compressible(1000, 9)
-	d, _ := mustPut(t, newStore(t, b, chunk.Options{Plaintext: true}), plain)
+	clear := newStore(t, b, chunk.Options{Plaintext: true})
+	d, _ := mustPut(t, clear, plain)
+	mustSync(t, clear)
 	if got := mustGet(t, encrypted(t, b), d, len(plain)); !bytes.Equal(got, plain) {
 		t.Fatal("encrypting store read a plaintext chunk wrongly")
 	}
-	if _, err := chunk.New(b, chunk.Options{}); err == nil {
+	if _, err := chunk.New(b.Bucket, chunk.Options{}); err == nil {
 		t.Fatal("New without a key or Plaintext succeeded")
 	}
 }
 
-func testZeroChunks(t *testing.T, b *blob.Bucket) {
+func testZeroChunks(t *testing.T, b Bucket) {
 	s := encrypted(t, b)
 	for _, n := range []int{0, 1, 4096, 1 << 20, 4<<20 + 512} {
 		d, stored := mustPut(t, s, make([]byte, n))
@@ -244,11 +264,12 @@ func testZeroChunks(t *testing.T, b *blob.Bucket) {
 	}
 }
 
-func testDedup(t *testing.T, b *blob.Bucket) {
+func testDedup(t *testing.T, b Bucket) {
 	key := Key(t)
 	s := newStore(t, b, chunk.Options{Key: key})
 	plain := append(Random(1<<19), Compressible(1<<19, 4)...)
 	d1, n1 := mustPut(t, s, plain)
+	mustSync(t, s)
 	before := objects(t, b, "")
 	d2, n2 := mustPut(t, s, bytes.Clone(plain))
 	if d1 != d2 || n1 == 0 || n2 != 0 {
@@ -260,24 +281,68 @@ func testDedup(t *testing.T, b *blob.Bucket) {
 		t.Fatalf("second store stored %d bytes of a present chunk", n3)
 	}
 	after := objects(t, b, "")
-	if fmt.Sprint(before) != fmt.Sprint(after) || len(after) != 1 || after[0] != chunk.ChunkKey(d1) {
-		t.Fatalf("objects %v then %v; want just %s", before, after, chunk.ChunkKey(d1))
+	loc := locate(t, s, d1)
+	want := []string{loc.Key}
+	if s.Packed() {
+		want = []string{objects(t, b, "packindex/")[0], loc.Key} // one pack, one pack index
+	}
+	if fmt.Sprint(before) != fmt.Sprint(after) || fmt.Sprint(after) != fmt.Sprint(want) {
+		t.Fatalf("objects %v then %v; want %v", before, after, want)
 	}
 }
 
-// rewrite replaces an object's body with edit(body).
-func rewrite(t *testing.T, b *blob.Bucket, key string, edit func([]byte) []byte) {
+// mustSync makes what s holds durable: in the pack layout it writes the
+// open pack, so the bucket holds the chunks put so far.
+func mustSync(t *testing.T, s *chunk.Store) {
 	t.Helper()
-	body, err := b.ReadAll(ctxOf(t), key)
-	if err != nil {
-		t.Fatalf("read %s: %v", key, err)
-	}
-	if err := b.WriteAll(ctxOf(t), key, edit(body), nil); err != nil {
-		t.Fatalf("write %s: %v", key, err)
+	if err := s.Sync(ctxOf(t)); err != nil {
+		t.Fatalf("Sync: %v", err)
 	}
 }
 
-func testFlippedByte(t *testing.T, b *blob.Bucket) {
+// locate syncs s and returns where chunk d's object is.
+func locate(t *testing.T, s *chunk.Store, d chunk.Digest) chunk.Location {
+	t.Helper()
+	mustSync(t, s)
+	loc, err := s.Locate(ctxOf(t), d)
+	if err != nil {
+		t.Fatalf("Locate(%s): %v", d, err)
+	}
+	return loc
+}
+
+// chunkObject returns chunk d's object as the bucket holds it.
+func chunkObject(t *testing.T, s *chunk.Store, b Bucket, d chunk.Digest) []byte {
+	t.Helper()
+	loc := locate(t, s, d)
+	body, err := b.ReadAll(ctxOf(t), loc.Key)
+	if err != nil {
+		t.Fatalf("read %s: %v", loc.Key, err)
+	}
+	return body[loc.Off : loc.Off+loc.Len]
+}
+
+// rewrite replaces chunk d's object with edit(object), in place in its
+// pack. An edit that shortens it cuts the pack off after it.
+func rewrite(t *testing.T, s *chunk.Store, b Bucket, d chunk.Digest, edit func([]byte) []byte) {
+	t.Helper()
+	loc := locate(t, s, d)
+	body, err := b.ReadAll(ctxOf(t), loc.Key)
+	if err != nil {
+		t.Fatalf("read %s: %v", loc.Key, err)
+	}
+	obj := edit(bytes.Clone(body[loc.Off : loc.Off+loc.Len]))
+	if int64(len(obj)) == loc.Len {
+		copy(body[loc.Off:], obj)
+	} else {
+		body = append(body[:loc.Off], obj...)
+	}
+	if err := b.WriteAll(ctxOf(t), loc.Key, body, nil); err != nil {
+		t.Fatalf("write %s: %v", loc.Key, err)
+	}
+}
+
+func testFlippedByte(t *testing.T, b Bucket) {
 	stores := map[string]*chunk.Store{
 		"encrypted": encrypted(t, b),
 		"plaintext": newStore(t, b, chunk.Options{Plaintext: true}),
@@ -293,7 +358,7 @@ func testFlippedByte(t *testing.T, b *blob.Bucket) {
 				t.Run(fmt.Sprintf("%s/%s/%d", sname, dname, pos), func(t *testing.T) {
 					plain := append(bytes.Clone(plain), byte(pos), 's', sname[0], dname[0]) // a chunk of its own
 					d, _ := mustPut(t, s, plain)
-					rewrite(t, b, chunk.ChunkKey(d), func(body []byte) []byte {
+					rewrite(t, s, b, d, func(body []byte) []byte {
 						i := pos
 						switch pos {
 						case -2:
@@ -316,7 +381,7 @@ func testFlippedByte(t *testing.T, b *blob.Bucket) {
 		s := stores["encrypted"]
 		plain := Random(5000)
 		d, _ := mustPut(t, s, plain)
-		rewrite(t, b, chunk.ChunkKey(d), func(body []byte) []byte { return body[:len(body)-100] })
+		rewrite(t, s, b, d, func(body []byte) []byte { return body[:len(body)-100] })
 		_, err := s.Get(ctxOf(t), d, len(plain))
 		WantCode(t, err, errs.Internal, "ChunkCorrupt")
 	})
@@ -329,19 +394,14 @@ func testFlippedByte(t *testing.T, b *blob.Bucket) {
 // testRenamedObject copies a valid body under another chunk's name: the
 // digest bound into GCM's additional data (and, in the clear, the re-hash)
 // refuses it.
-func testRenamedObject(t *testing.T, b *blob.Bucket) {
+func testRenamedObject(t *testing.T, b Bucket) {
 	for i, s := range []*chunk.Store{encrypted(t, b), newStore(t, b, chunk.Options{Plaintext: true})} {
 		a, c := Random(4096), Random(4096)
 		da, _ := mustPut(t, s, a)
 		dc, _ := mustPut(t, s, c)
-		body, err := b.ReadAll(ctxOf(t), chunk.ChunkKey(da))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := b.WriteAll(ctxOf(t), chunk.ChunkKey(dc), body, nil); err != nil {
-			t.Fatal(err)
-		}
-		_, err = s.Get(ctxOf(t), dc, len(c))
+		body := chunkObject(t, s, b, da)
+		rewrite(t, s, b, dc, func([]byte) []byte { return body })
+		_, err := s.Get(ctxOf(t), dc, len(c))
 		WantCode(t, err, errs.Internal, "ChunkCorrupt")
 		if i == 0 && !strings.Contains(err.Error(), "authentication failed") {
 			t.Fatalf("encrypted object under another name: %v; want GCM to refuse it, before the re-hash", err)
@@ -349,9 +409,11 @@ func testRenamedObject(t *testing.T, b *blob.Bucket) {
 	}
 }
 
-func testWrongKey(t *testing.T, b *blob.Bucket) {
+func testWrongKey(t *testing.T, b Bucket) {
 	plain := Compressible(1<<16, 6)
-	d, _ := mustPut(t, encrypted(t, b), plain)
+	writer := encrypted(t, b)
+	d, _ := mustPut(t, writer, plain)
+	mustSync(t, writer)
 
 	_, err := encrypted(t, b).Get(ctxOf(t), d, len(plain))
 	WantCode(t, err, errs.Internal, "ChunkKeyMismatch")
@@ -362,11 +424,8 @@ func testWrongKey(t *testing.T, b *blob.Bucket) {
 	// Even with the key id forged to match, the wrong key cannot open it.
 	other := encrypted(t, b)
 	probe, _ := mustPut(t, other, []byte("probe"))
-	idBody, err := b.ReadAll(ctxOf(t), chunk.ChunkKey(probe))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rewrite(t, b, chunk.ChunkKey(d), func(body []byte) []byte {
+	idBody := chunkObject(t, other, b, probe)
+	rewrite(t, writer, b, d, func(body []byte) []byte {
 		copy(body[12:20], idBody[12:20])
 		return body
 	})
@@ -395,7 +454,7 @@ func sampleIndex(t *testing.T, s *chunk.Store, diskSize, chunkSize int64) chunk.
 	return idx
 }
 
-func testIndex(t *testing.T, b *blob.Bucket) {
+func testIndex(t *testing.T, b Bucket) {
 	s := encrypted(t, b)
 	ctx := ctxOf(t)
 	idx := sampleIndex(t, s, 5<<16+1000, 1<<16) // 6 chunks, the last 1000 bytes
@@ -464,7 +523,7 @@ func testIndex(t *testing.T, b *blob.Bucket) {
 	WantCode(t, s.PutIndex(ctx, "short", short), errs.Invalid, "InvalidIndex")
 }
 
-func testCorruptIndex(t *testing.T, b *blob.Bucket) {
+func testCorruptIndex(t *testing.T, b Bucket) {
 	s := encrypted(t, b)
 	ctx := ctxOf(t)
 	idx := sampleIndex(t, s, 3<<16, 1<<16)
@@ -491,7 +550,19 @@ func testCorruptIndex(t *testing.T, b *blob.Bucket) {
 	WantCode(t, err, errs.Internal, "IndexCorrupt")
 }
 
-func testListAndDelete(t *testing.T, b *blob.Bucket) {
+// testListAndDelete: List and Delete are the sweep of version-1 chunk
+// objects; packs have ListPacks and RewritePack (the chunk package's own
+// pack tests).
+func testListAndDelete(t *testing.T, b Bucket) {
+	if b.PackSize >= 0 {
+		s := encrypted(t, b)
+		mustPut(t, s, Random(1000))
+		mustSync(t, s)
+		if err := s.List(ctxOf(t), func(i chunk.Info) error { return fmt.Errorf("listed %s", i.Digest) }); err != nil {
+			t.Fatalf("List in the pack layout: %v; want no version-1 objects", err)
+		}
+		return
+	}
 	s := encrypted(t, b)
 	ctx := ctxOf(t)
 	want := map[chunk.Digest]int64{}
@@ -549,7 +620,7 @@ func testListAndDelete(t *testing.T, b *blob.Bucket) {
 	}
 }
 
-func testConcurrentSamePut(t *testing.T, b *blob.Bucket) {
+func testConcurrentSamePut(t *testing.T, b Bucket) {
 	s := encrypted(t, b)
 	plain := append(Random(1<<20), Compressible(1<<20, 7)...)
 	const writers = 8
@@ -573,23 +644,23 @@ func testConcurrentSamePut(t *testing.T, b *blob.Bucket) {
 		}
 		total += stored[i]
 	}
-	keys := objects(t, b, "")
-	if len(keys) != 1 {
-		t.Fatalf("objects %v, want one", keys)
+	loc := locate(t, s, digests[0])
+	prefix := "chunks/"
+	if s.Packed() {
+		prefix = "packs/"
 	}
-	attrs, err := b.Attributes(ctxOf(t), keys[0])
-	if err != nil {
-		t.Fatal(err)
+	if keys := objects(t, b, prefix); len(keys) != 1 || keys[0] != loc.Key {
+		t.Fatalf("objects %v, want just %s", keys, loc.Key)
 	}
-	if total != attrs.Size {
-		t.Fatalf("writers reported %d bytes stored, the object is %d", total, attrs.Size)
+	if total != loc.Len {
+		t.Fatalf("writers reported %d bytes stored, the object is %d", total, loc.Len)
 	}
 	if got := mustGet(t, s, digests[0], len(plain)); !bytes.Equal(got, plain) {
 		t.Fatal("Get after concurrent Puts returned other bytes")
 	}
 }
 
-func testConcurrentPutGet(t *testing.T, b *blob.Bucket) {
+func testConcurrentPutGet(t *testing.T, b Bucket) {
 	s := encrypted(t, b)
 	const workers, each = 8, 12
 	var wg sync.WaitGroup
@@ -623,14 +694,28 @@ func testConcurrentPutGet(t *testing.T, b *blob.Bucket) {
 	for err := range failed {
 		t.Error(err)
 	}
-	if n := len(objects(t, b, "chunks/")); n != workers*each/2+each/2 {
+	if n := storedChunks(t, s, b); n != workers*each/2+each/2 {
 		t.Fatalf("%d chunk objects, want %d", n, workers*each/2+each/2)
 	}
 }
 
+// storedChunks counts the chunks s has made durable in b.
+func storedChunks(t *testing.T, s *chunk.Store, b Bucket) int {
+	t.Helper()
+	if !s.Packed() {
+		return len(objects(t, b, "chunks/"))
+	}
+	mustSync(t, s)
+	n := 0
+	if err := s.ListPacks(ctxOf(t), func(p chunk.PackInfo) error { n += len(p.Chunks); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // testReadInto: ReadInto returns what Get returns, in the caller's buffer,
 // for random, compressible and zero chunks, and refuses what Get refuses.
-func testReadInto(t *testing.T, b *blob.Bucket) {
+func testReadInto(t *testing.T, b Bucket) {
 	s := encrypted(t, b)
 	buf := make([]byte, 0, 1<<20)
 	for name, plain := range map[string][]byte{
@@ -662,11 +747,11 @@ func testReadInto(t *testing.T, b *blob.Bucket) {
 // quarantine, so the next Put of its data stores it again instead of
 // deduplicating onto the damage; a good chunk read with a wrong size, or
 // sealed with another key, stays where it is.
-func testQuarantine(t *testing.T, b *blob.Bucket) {
+func testQuarantine(t *testing.T, b Bucket) {
 	s := encrypted(t, b)
 	plain := Compressible(1<<20, 9)
 	d, _ := mustPut(t, s, plain)
-	rewrite(t, b, chunk.ChunkKey(d), func(body []byte) []byte { body[len(body)/2] ^= 1; return body })
+	rewrite(t, s, b, d, func(body []byte) []byte { body[len(body)/2] ^= 1; return body })
 	for i, read := range []func() error{
 		func() error { _, err := s.Get(ctxOf(t), d, len(plain)); return err },
 		func() error { _, err := s.ReadInto(ctxOf(t), d, len(plain), make([]byte, len(plain))); return err },
@@ -676,6 +761,9 @@ func testQuarantine(t *testing.T, b *blob.Bucket) {
 		if !errors.Is(err, chunk.ErrQuarantined) {
 			t.Fatalf("read %d of a damaged chunk: %v; want it quarantined", i, err)
 		}
+	}
+	if _, err := s.Locate(ctxOf(t), d); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("Locate(damaged chunk) = %v; want it gone from chunks/ and the pack index", err)
 	}
 	if got := objects(t, b, "chunks/"); len(got) != 0 {
 		t.Fatalf("damaged chunk still under chunks/: %v", got)
@@ -709,6 +797,7 @@ func testQuarantine(t *testing.T, b *blob.Bucket) {
 	// Not damage: a wrong size, another key.
 	good := Random(5000)
 	dg, _ := mustPut(t, s, good)
+	mustSync(t, s)
 	_, err := s.Get(ctxOf(t), dg, len(good)+1)
 	WantCode(t, err, errs.Internal, "ChunkCorrupt")
 	_, err = encrypted(t, b).Get(ctxOf(t), dg, len(good))

@@ -148,6 +148,17 @@ func (f *Faulty) Read(ctx context.Context, key string, buf []byte) ([]byte, erro
 	return f.Backend.Read(ctx, key, buf)
 }
 
+// ReadRange implements chunk.Backend; its faults are OpRead's.
+func (f *Faulty) ReadRange(ctx context.Context, key string, off, n int64, buf []byte) ([]byte, error) {
+	if fault := f.next(OpRead); fault != nil {
+		if err := delay(ctx, fault); err != nil {
+			return nil, err
+		}
+		return nil, fault.Err
+	}
+	return f.Backend.ReadRange(ctx, key, off, n, buf)
+}
+
 // Exists implements chunk.Backend.
 func (f *Faulty) Exists(ctx context.Context, key string) (bool, error) {
 	if fault := f.next(OpExists); fault != nil {
