@@ -92,6 +92,18 @@ func readEntry(b []byte) packEntry {
 	return e
 }
 
+// maxObjectLen bounds a sealed chunk object: the plaintext, stored
+// uncompressed when zstd does not shrink it, plus header and GCM tag.
+const maxObjectLen = MaxChunkSize + 48
+
+// plausible reports whether e could place a chunk object: at or after the
+// pack header, no longer than the largest object, naming no flag but
+// entryBad. Without it a damaged (or forged) index could send a read for
+// gigabytes.
+func (e packEntry) plausible() bool {
+	return e.off >= packHeaderLen && e.n <= maxObjectLen && e.plain <= MaxChunkSize && e.flags&^entryBad == 0
+}
+
 func packCorrupt(id PackID, format string, args ...any) error {
 	return errs.E(errs.Internal, "PackCorrupt", "pack %s: "+format, append([]any{id}, args...)...)
 }
@@ -117,7 +129,7 @@ func parsePack(id PackID, body []byte) ([]packEntry, error) {
 	end := uint32(packHeaderLen)
 	for i := range entries {
 		e := readEntry(toc[i*packEntryLen:])
-		if e.off < end || uint64(e.off)+uint64(e.n) > uint64(tocStart) || e.flags != 0 {
+		if e.off < end || uint64(e.off)+uint64(e.n) > uint64(tocStart) || e.flags != 0 || !e.plausible() {
 			return nil, packCorrupt(id, "entry %d out of place", i)
 		}
 		end = e.off + e.n
@@ -194,7 +206,9 @@ func unmarshalPackIndex(b []byte) (packIndex, error) {
 		}
 		p.entries = make([]packEntry, n)
 		for i := range p.entries {
-			p.entries[i] = readEntry(rest[i*packEntryLen:])
+			if p.entries[i] = readEntry(rest[i*packEntryLen:]); !p.entries[i].plausible() {
+				return bad("entry out of place")
+			}
 		}
 		rest = rest[n*packEntryLen:]
 		x.packs = append(x.packs, p)
