@@ -167,8 +167,10 @@ func awaitHydration(ctx context.Context, cmd *cobra.Command, c *armclient.Client
 	if err := get(); err != nil {
 		return err
 	}
+	// Said first, whatever the progress: the disk reads and writes from
+	// the moment the restore succeeded.
+	fmt.Fprintf(cmd.ErrOrStderr(), "%s is usable now; it hydrates from the recovery point in the background\n", target.name)
 	if d.Properties.CompletionPercent == nil || *d.Properties.CompletionPercent >= 100 {
-		fmt.Fprintf(cmd.ErrOrStderr(), "%s is usable now; it hydrates from the recovery point in the background\n", target.name)
 		return nil
 	}
 	bar := progressbar.NewOptions(100,
