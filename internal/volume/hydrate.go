@@ -184,16 +184,20 @@ func (v *Volume) readLogical(p []byte, off int64) (int, error) {
 			pos = next
 			continue
 		}
-		if err := flush(pos); err != nil {
-			return int(pos - off), err
+		if from := local; from >= 0 {
+			if err := flush(pos); err != nil {
+				return int(from - off), err
+			}
 		}
 		if err := v.readThrough(p[pos-off:next-off], pos, first, min(first+per, nb)); err != nil {
 			return int(pos - off), err
 		}
 		pos = next
 	}
-	if err := flush(end); err != nil {
-		return 0, err
+	if from := local; from >= 0 {
+		if err := flush(end); err != nil {
+			return int(from - off), err
+		}
 	}
 	return len(p), nil
 }
