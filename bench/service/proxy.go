@@ -26,15 +26,12 @@ func runProxy(listen, target string) error {
 	}
 	var mu sync.Mutex
 	counts := map[string]int64{}
-	forward := httputil.NewSingleHostReverseProxy(u)
-	// The proxy is transparent to SigV4: the signed Host header is the
-	// proxy's, which the client signed, and MinIO checks it as sent.
-	director := forward.Director
-	forward.Director = func(r *http.Request) {
-		host := r.Host
-		director(r)
-		r.Host = host
-	}
+	// The Host header is kept as the client sent it: SigV4 signed it, and
+	// MinIO checks the signature against the Host it receives.
+	forward := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(u)
+		r.Out.Host = r.In.Host
+	}}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/_bench/counts":
