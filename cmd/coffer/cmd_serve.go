@@ -59,5 +59,7 @@ several coffer processes can share it.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&cfg.OperationDelay, "debug-operation-delay", 0, "delay every operation attempt (fault injection for crash tests)")
 	f.MarkHidden("debug-operation-delay")
+	f.StringVar(&cfg.PprofAddr, "debug-pprof-addr", "", "serve net/http/pprof on this address, without TLS or tokens (loopback only)")
+	f.MarkHidden("debug-pprof-addr")
 	return cmd
 }

@@ -34,8 +34,10 @@
 //     a restart loses it, and the snapshot is then removed, never left half
 //     stored.
 //   - Hydration: a disk made from a snapshot reads what is not yet local
-//     from its own copy of the snapshot's index (hydrate/<uniqueId>), while
-//     a background task copies the rest in; then the disk stands alone.
+//     from its own copy of the snapshot's index (hydrate/<uniqueId>), and
+//     keeps what it read (copy on read), while a background task copies
+//     the rest in, from where a reader last fetched on; then the disk
+//     stands alone.
 //   - Damage: a chunk of the snapshot a disk hydrates from that cannot be
 //     read back (internal/chunk quarantines a corrupt one). Hydration
 //     stops there; the disk stays Succeeded, because every other block

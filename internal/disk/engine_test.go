@@ -33,6 +33,12 @@ func (r refuser) Authorize(_ context.Context, p auth.Principal, action, scope st
 
 func newEngine(t *testing.T) *Engine {
 	t.Helper()
+	return newEngineWith(t, chunk.Options{})
+}
+
+// newEngineWith is newEngine with a chunk store opened with opts.
+func newEngineWith(t *testing.T, opts chunk.Options) *Engine {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	store, err := meta.Open(ctx, filepath.Join(dir, "meta.db"))
@@ -40,7 +46,7 @@ func newEngine(t *testing.T) *Engine {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	chunks, err := chunk.Open(ctx, "", dir, chunk.Options{})
+	chunks, err := chunk.Open(ctx, "", dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,10 +6,12 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
 
+	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/snapshot"
 )
@@ -160,5 +162,126 @@ func TestHydrationFromDamagedSnapshot(t *testing.T) {
 	all := make([]byte, 4*mib)
 	if _, err := vol.ReadAt(all, 0); err != nil || !bytes.Equal(all, data) {
 		t.Fatalf("the healed disk reads %v", err)
+	}
+}
+
+// countingBackend counts the reads of the chunk store's objects, whole or
+// a range of a pack: how the test sees what a disk fetched.
+type countingBackend struct {
+	chunk.Backend
+	mu    sync.Mutex
+	reads map[string]int
+}
+
+func (c *countingBackend) count(key string) {
+	c.mu.Lock()
+	c.reads[key]++
+	c.mu.Unlock()
+}
+
+func (c *countingBackend) Read(ctx context.Context, key string, buf []byte) ([]byte, error) {
+	c.count(key)
+	return c.Backend.Read(ctx, key, buf)
+}
+
+func (c *countingBackend) ReadRange(ctx context.Context, key string, off, n int64, buf []byte) ([]byte, error) {
+	c.count(fmt.Sprintf("%s@%d", key, off))
+	return c.Backend.ReadRange(ctx, key, off, n, buf)
+}
+
+// chunkReads returns how often each chunk of idx was read since the last
+// call, and the total.
+func (c *countingBackend) chunkReads(t *testing.T, store *chunk.Store, idx chunk.Index) (map[chunk.Digest]int, int) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	got, total := map[chunk.Digest]int{}, 0
+	for _, d := range idx.Digests {
+		loc, err := store.Locate(context.Background(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := c.reads[loc.Key] + c.reads[fmt.Sprintf("%s@%d", loc.Key, loc.Off)]; n > 0 {
+			got[d], total = n, total+n
+		}
+	}
+	clear(c.reads)
+	return got, total
+}
+
+// TestReadsMakeBlocksLocal: a chunk a reader of a hydrating disk fetched
+// is fetched once: the reader's blocks become local (copy on read), so
+// reading them again and the hydration that follows leave the store
+// alone. The disk has more chunks than the reader's cache holds, so the
+// cache cannot be what spares the second fetch.
+func TestReadsMakeBlocksLocal(t *testing.T) {
+	ctx := context.Background()
+	counter := &countingBackend{reads: map[string]int{}}
+	e := newEngineWith(t, chunk.Options{Wrap: func(b chunk.Backend) chunk.Backend { counter.Backend = b; return counter }})
+	const mib, chunks = 1 << 20, 80
+	src := newDisk(t, e, "src", chunks*mib)
+	data := make([]byte, chunks*mib)
+	rand.Read(data)
+	write(t, e, src, data, 0)
+	snap, err := e.TakeSnapshot(ctx, SnapshotRequest{ID: SnapshotID(testSub, "snaps", "s1"), DiskID: src.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := e.Chunks.GetIndex(ctx, snap.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hydration is held (its context has ended) so the reader goes first.
+	held, cancel := context.WithCancel(ctx)
+	cancel()
+	e.Background = held
+	d, err := e.CreateFromSnapshot(ctx, FromSnapshotRequest{ID: DiskID(testSub, "rg", "copy"), SnapshotID: snap.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.WaitHydration()
+	vol, err := e.Volumes.Open(d.Properties.UniqueID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Volumes.Release(d.Properties.UniqueID)
+	counter.chunkReads(t, e.Chunks, idx)
+
+	got := make([]byte, 64<<10)
+	readEach := func(pass string) {
+		t.Helper()
+		for i := range int64(chunks) {
+			off := i*mib + 300<<10
+			if _, err := vol.ReadAt(got, off); err != nil || !bytes.Equal(got, data[off:off+int64(len(got))]) {
+				t.Fatalf("%s read at %d: %v", pass, off, err)
+			}
+		}
+	}
+	readEach("first")
+	// Most chunks are fetched here (the counter sees packed reads), none
+	// twice.
+	if reads, total := counter.chunkReads(t, e.Chunks, idx); total != len(reads) || len(reads) < chunks/2 {
+		t.Fatalf("the first reads of %d chunks made %d chunk reads of %d chunks", chunks, total, len(reads))
+	}
+	readEach("second")
+	if _, total := counter.chunkReads(t, e.Chunks, idx); total != 0 {
+		t.Fatalf("reading the same bytes again fetched %d chunks; they should be local", total)
+	}
+
+	e.Background = ctx
+	if err := e.ResumeHydration(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.WaitHydration()
+	if _, total := counter.chunkReads(t, e.Chunks, idx); total != 0 {
+		t.Fatalf("the hydration fetched %d chunks the reader had made local", total)
+	}
+	d, err = LoadByID(ctx, e.Store, d.ID)
+	if err != nil || d.Hydrating != "" {
+		t.Fatalf("after hydration: still hydrating from %q (%v)", d.Hydrating, err)
+	}
+	all := make([]byte, chunks*mib)
+	if _, err := vol.ReadAt(all, 0); err != nil || !bytes.Equal(all, data) {
+		t.Fatalf("the hydrated disk reads other bytes (%v)", err)
 	}
 }

@@ -48,6 +48,9 @@ type Config struct {
 	// OperationDelay delays every operation attempt (fault injection for
 	// crash tests; hidden flag).
 	OperationDelay time.Duration
+	// PprofAddr, if set, serves net/http/pprof there (hidden flag, for
+	// profiling benchmarks; pprof.go).
+	PprofAddr string
 	// GCInterval is how often unreferenced chunks are collected (0:
 	// never), GCGrace how old an unreferenced chunk must be to go (must be
 	// positive, see validate); VerifyInterval how often every referenced
@@ -321,6 +324,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if err := os.WriteFile(dir.Path(EndpointFile), []byte(endpoint+"\n"), 0o644); err != nil {
 		return err
+	}
+	if cfg.PprofAddr != "" {
+		if err := servePprof(ctx, cfg.PprofAddr, dir); err != nil {
+			return fmt.Errorf("pprof: %w", err)
+		}
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()

@@ -34,6 +34,11 @@ type hydration struct {
 	stripes [cowStripes]sync.Mutex
 	source  atomic.Pointer[io.ReaderAt]
 	done    atomic.Bool
+	// next is where Hydrate goes next, set by a reader that had to fetch
+	// from the backing: the extent after the one it fetched, plus one (0:
+	// no news). Hydrate moves there, so its workers fetch ahead of the
+	// reader instead of behind it.
+	next atomic.Int64
 }
 
 // CreateBacked makes a volume of size bytes whose contents are, until
@@ -150,25 +155,110 @@ func (v *Volume) backingSource() (io.ReaderAt, error) {
 func (v *Volume) hydrating() bool { return v.hydr != nil && !v.hydr.done.Load() }
 
 // readLogical reads [off, off+len(p)) as the volume's contents: local
-// blocks from the data file, the others from the backing.
+// blocks from the data file, the others through readThrough, which makes
+// them local. Consecutive local extents are read in one call.
 func (v *Volume) readLogical(p []byte, off int64) (int, error) {
 	if !v.hydrating() {
 		return v.data.ReadAt(p, off)
 	}
-	// Runs of local blocks and of backing blocks are read in one call each,
-	// without locks (readRuns): the backing never changes, and a block's
-	// bit is set before anything but its backing bytes lands in the data
-	// file.
-	return readRuns(p, off, v.blockSize, v.hydr.has, v.readData, func(p []byte, off int64) error {
-		src, err := v.backingSource()
-		if err != nil {
-			return err
+	h, bs := v.hydr, v.blockSize
+	per := max(hydrateExtent/bs, 1)
+	nb := nblocksFor(v.size.Load(), bs)
+	end := off + int64(len(p))
+	local := int64(-1) // start of a run of local bytes not yet read
+	flush := func(to int64) error {
+		if local < 0 {
+			return nil
 		}
-		if _, err := src.ReadAt(p, off); err != nil && !errors.Is(err, io.EOF) {
-			return err
+		from := local
+		local = -1
+		return v.readData(p[from-off:to-off], from)
+	}
+	for pos := off; pos < end; {
+		first := pos / bs / per * per
+		next := min((first+per)*bs, end)
+		if h.allLocal(pos/bs, (next-1)/bs+1) {
+			if local < 0 {
+				local = pos
+			}
+			pos = next
+			continue
 		}
-		return nil
-	})
+		if from := local; from >= 0 {
+			if err := flush(pos); err != nil {
+				return int(from - off), err
+			}
+		}
+		if err := v.readThrough(p[pos-off:next-off], pos, first, min(first+per, nb)); err != nil {
+			return int(pos - off), err
+		}
+		pos = next
+	}
+	if from := local; from >= 0 {
+		if err := flush(end); err != nil {
+			return int(from - off), err
+		}
+	}
+	return len(p), nil
+}
+
+// allLocal reports whether blocks [first, end) are all local.
+func (h *hydration) allLocal(first, end int64) bool {
+	for b := first; b < end; b++ {
+		if !h.has(b) {
+			return false
+		}
+	}
+	return true
+}
+
+// extentBufs are the buffers of readThrough, one extent each, aligned for
+// O_DIRECT writes.
+var extentBufs = sync.Pool{New: func() any { b := directio.AlignedBuf(hydrateExtent); return &b }}
+
+// readThrough reads p at pos, within the extent of blocks [first, end),
+// some of which are not local: it reads the whole extent from the backing
+// (a chunk of the store, fetched whole anyway), makes its missing blocks
+// local as Hydrate would (copy on read: neither this reader nor the
+// hydration fetches them again), and answers from what it read, or from
+// the data file for blocks that were already local (a writer's). It then
+// points the hydration at the next extent, so a sequential reader finds
+// the extents ahead of it being fetched in parallel (read-ahead).
+func (v *Volume) readThrough(p []byte, pos, first, end int64) error {
+	src, err := v.backingSource()
+	if err != nil {
+		return err
+	}
+	bs := v.blockSize
+	bufp := extentBufs.Get().(*[]byte)
+	defer extentBufs.Put(bufp)
+	buf := *bufp
+	if int64(cap(buf)) < (end-first)*bs {
+		buf = directio.AlignedBuf(int((end - first) * bs))
+	}
+	start := first * bs
+	ext := buf[:min(end*bs, v.size.Load())-start]
+	if _, err := src.ReadAt(ext, start); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	wasLocal := make([]bool, end-first)
+	if err := v.storeExtent(first, end, ext, true, wasLocal); err != nil {
+		return err
+	}
+	per := max(hydrateExtent/bs, 1)
+	v.hydr.next.Store(first/per + 2)
+	stop := pos + int64(len(p))
+	for b := pos / bs; b*bs < stop; b++ {
+		lo, hi := max(b*bs, pos), min((b+1)*bs, stop)
+		if wasLocal[b-first] {
+			if err := v.readData(p[lo-pos:hi-pos], lo); err != nil {
+				return err
+			}
+			continue
+		}
+		copy(p[lo-pos:hi-pos], ext[lo-start:hi-start])
+	}
+	return nil
 }
 
 // readData reads p at off from the data file; past its end is zeros.
@@ -267,12 +357,26 @@ func (v *Volume) Hydrate(ctx context.Context, progress func(done, total int64)) 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(next)
-		for first := int64(0); first < nb; first += per {
+		// Extents go out in order from a cursor that jumps to where a
+		// reader last fetched (readThrough), then wraps around to those
+		// it skipped; each goes out once.
+		extents := (nb + per - 1) / per
+		sent := NewBitmap(extents)
+		cursor := int64(0)
+		for range extents {
+			if hint := v.hydr.next.Swap(0); hint > 0 && hint-1 < extents {
+				cursor = hint - 1
+			}
+			if cursor = sent.nextClear(cursor); cursor == extents {
+				cursor = sent.nextClear(0)
+			}
+			sent.Set(cursor)
 			select {
-			case next <- first:
+			case next <- cursor * per:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
+			cursor++
 		}
 		return nil
 	})
@@ -338,27 +442,32 @@ func dataBlocks(src io.ReaderAt, nb, bs int64) *Bitmap {
 }
 
 // hydrateExtent brings blocks [first, end) local. The backing never
-// changes, so it is read without locks; the blocks' locks are then held
-// while those still missing are written and marked, which orders this
-// against a writer's fill and a reader of the backing.
+// changes, so it is read without locks (storeExtent then takes them).
 func (v *Volume) hydrateExtent(src io.ReaderAt, first, end, size int64, buf []byte, withData *Bitmap) error {
-	h := v.hydr
-	missing := false
-	for b := first; b < end && !missing; b++ {
-		missing = !h.has(b)
-	}
-	if !missing {
+	if v.hydr.allLocal(first, end) {
 		return nil
 	}
-	bs := v.blockSize
-	start := first * bs
-	p := buf[:min(end*bs, size)-start]
+	start := first * v.blockSize
+	p := buf[:min(end*v.blockSize, size)-start]
 	data := withData == nil || withData.anySet(first, end)
 	if data {
 		if _, err := src.ReadAt(p, start); err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("hydrate blocks %d-%d: %w", first, end-1, err)
 		}
 	}
+	return v.storeExtent(first, end, p, data, nil)
+}
+
+// storeExtent makes blocks [first, end) local, given p, their backing
+// bytes (or nothing to write when data is false: the backing holds only
+// zeros there). The blocks' locks are held while those still missing are
+// written and marked, which orders this against a writer's fill and
+// another reader or worker storing the same extent. wasLocal, if not nil,
+// gets which blocks were local already (their bytes are the data file's,
+// not p's).
+func (v *Volume) storeExtent(first, end int64, p []byte, data bool, wasLocal []bool) error {
+	h, bs := v.hydr, v.blockSize
+	start := first * bs
 	unlock := h.lockBlocks(first, end)
 	defer unlock()
 	// Write each run of blocks that are missing and not zero (the data
@@ -373,8 +482,12 @@ func (v *Volume) hydrateExtent(src io.ReaderAt, first, end, size int64, buf []by
 		return v.writeHydrated(p[lo:hi], start+lo)
 	}
 	for b := first; b < end; b++ {
+		local := h.has(b)
+		if wasLocal != nil {
+			wasLocal[b-first] = local
+		}
 		blk := p[(b-first)*bs : min((b-first+1)*bs, int64(len(p)))]
-		if data && !h.has(b) && !allZero(blk) {
+		if data && !local && !allZero(blk) {
 			if run < 0 {
 				run = b
 			}

@@ -7,6 +7,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -247,6 +248,95 @@ func TestHydrateUnderConcurrentWrites(t *testing.T) {
 			if e%3 == 1 {
 				t.Fatalf("empty extent %d was written: allocated %v", e, rs)
 			}
+		}
+	}
+}
+
+// patternReader is a backing of any size whose bytes are a function of
+// their offset. It records the offset of every read and holds reads
+// (but those in the extent at free) until open is closed.
+type patternReader struct {
+	free int64
+	open chan struct{}
+	mu   sync.Mutex
+	log  []int64
+}
+
+func patternByte(off int64) byte { return byte(off*7 + off>>12 + 1) }
+
+func (r *patternReader) ReadAt(p []byte, off int64) (int, error) {
+	r.mu.Lock()
+	r.log = append(r.log, off)
+	r.mu.Unlock()
+	if off>>20 != r.free>>20 {
+		<-r.open
+	}
+	for i := range p {
+		p[i] = patternByte(off + int64(i))
+	}
+	return len(p), nil
+}
+
+func (r *patternReader) reads() []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int64(nil), r.log...)
+}
+
+// TestHydrationFollowsTheReader: a reader that fetches extent X from the
+// backing makes it local, and the hydration, busy elsewhere, moves on to
+// X+1, X+2, ... (read-ahead for a sequential reader), comes back for what
+// it skipped, and never fetches X again.
+func TestHydrationFollowsTheReader(t *testing.T) {
+	const extents, x = 256, 40
+	const size = extents << 20
+	dir := filepath.Join(t.TempDir(), "vol")
+	v, err := CreateBacked(dir, size, "snapshots/z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	src := &patternReader{free: x << 20, open: make(chan struct{})}
+	v.SetBacking(src)
+	hydrated := make(chan error, 1)
+	go func() { hydrated <- v.Hydrate(t.Context(), nil) }()
+	// Every worker waits on the backing with an extent from the start.
+	for len(src.reads()) < HydrateWorkers {
+		runtime.Gosched()
+	}
+	got := make([]byte, 4096)
+	if _, err := v.ReadAt(got, x<<20+8192); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range got {
+		if c != patternByte(x<<20+8192+int64(i)) {
+			t.Fatalf("read at extent %d returned other bytes", x)
+		}
+	}
+	close(src.open)
+	if err := <-hydrated; err != nil {
+		t.Fatal(err)
+	}
+	first := map[int64]int{} // extent -> position of its first read
+	for i, off := range src.reads() {
+		e := off >> 20
+		if _, seen := first[e]; seen {
+			t.Fatalf("extent %d was read from the backing twice", e)
+		}
+		first[e] = i
+	}
+	if len(first) != extents {
+		t.Fatalf("%d extents read from the backing, want %d", len(first), extents)
+	}
+	// Extent x-1 comes last of all (after x+1 ... the end, then the skipped
+	// ones from HydrateWorkers on), far behind x+1.
+	if first[x+1] > first[x-1] {
+		t.Fatalf("extent %d was fetched after %d: the hydration did not move to the reader at %d", x+1, x-1, x)
+	}
+	got = readAll(t, v, size)
+	for off, c := range got {
+		if c != patternByte(int64(off)) {
+			t.Fatalf("the hydrated volume reads other bytes at %d", off)
 		}
 	}
 }

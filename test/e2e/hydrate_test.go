@@ -90,6 +90,18 @@ func TestDiskFromSnapshotIsUsableAtOnce(t *testing.T) {
 
 	// kill -9 mid-hydration; after a restart that lets it hydrate, it finishes.
 	s.kill9()
+	// The read above made its chunk local (copy on read), before any
+	// hydration, and the kill did not lose it: the volume's own file holds it.
+	local := make([]byte, mib)
+	f, err := os.Open(filepath.Join(vol, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.ReadAt(local, 520*mib)
+	f.Close()
+	if err != nil || !bytes.Equal(local, want[520*mib:521*mib]) {
+		t.Fatalf("the chunk read at 520 MiB is not in the volume's data file after a kill -9 (%v)", err)
+	}
 	os.Unsetenv(serve.HoldHydrationEnv)
 	s.start()
 	admin = s.token()

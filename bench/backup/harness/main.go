@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -22,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/coffer-backup/coffer/bench/internal/pattern"
 	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/snapshot"
 	"github.com/coffer-backup/coffer/internal/volume"
@@ -99,52 +99,6 @@ func main() {
 
 func result(key string, v any) { fmt.Printf("RESULT %s %v\n", key, v) }
 
-// extentRandom says whether 1 MiB extent i of the pattern is random (60%) or
-// zero (40%), deterministically.
-func extentRandom(seed uint64, i int64) bool {
-	r := rand.New(rand.NewPCG(seed, uint64(i)))
-	return r.IntN(10) < 6
-}
-
-func fillRandom(p []byte, seed, stream uint64) {
-	var key [32]byte
-	binary.LittleEndian.PutUint64(key[:], seed)
-	binary.LittleEndian.PutUint64(key[8:], stream)
-	r := rand.NewChaCha8(key)
-	_, _ = r.Read(p)
-}
-
-// writePattern writes the random extents of the pattern through w; zero
-// extents are left unwritten (holes).
-func writePattern(size int64, seed uint64, w func(p []byte, off int64) error) error {
-	n := (size + mib - 1) / mib
-	var wg sync.WaitGroup
-	errc := make(chan error, runtime.NumCPU())
-	next := make(chan int64)
-	for range runtime.NumCPU() {
-		wg.Go(func() {
-			buf := make([]byte, mib)
-			for i := range next {
-				p := buf[:min(mib, size-i*mib)]
-				fillRandom(p, seed, uint64(i))
-				if err := w(p, i*mib); err != nil {
-					errc <- err
-					return
-				}
-			}
-		})
-	}
-	for i := range n {
-		if extentRandom(seed, i) {
-			next <- i
-		}
-	}
-	close(next)
-	wg.Wait()
-	close(errc)
-	return <-errc
-}
-
 func mkimage(path string, size int64, seed uint64) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -154,7 +108,7 @@ func mkimage(path string, size int64, seed uint64) error {
 	if err := f.Truncate(size); err != nil {
 		return err
 	}
-	if err := writePattern(size, seed, func(p []byte, off int64) error { _, err := f.WriteAt(p, off); return err }); err != nil {
+	if err := pattern.Write(size, seed, func(p []byte, off int64) error { _, err := f.WriteAt(p, off); return err }); err != nil {
 		return err
 	}
 	return f.Sync()
@@ -168,7 +122,7 @@ func mkvol(dir string, size int64, seed uint64) error {
 		return err
 	}
 	defer v.Close()
-	if err := writePattern(size, seed, func(p []byte, off int64) error { _, err := v.WriteAt(p, off); return err }); err != nil {
+	if err := pattern.Write(size, seed, func(p []byte, off int64) error { _, err := v.WriteAt(p, off); return err }); err != nil {
 		return err
 	}
 	return v.Flush()
@@ -219,46 +173,33 @@ func load(imgPath, dir string) error {
 }
 
 // change overwrites extents random extent-aligned extents with new random
-// bytes, in the volume and, if given, at the same offsets in the image.
+// bytes (pattern.Change), in the volume and, if given, at the same offsets
+// in the image.
 func change(dir, imgPath string, seed uint64, extents int, extent int64) error {
 	v, err := volume.Open(dir)
 	if err != nil {
 		return err
 	}
 	defer v.Close()
+	ws := []func(p []byte, off int64) error{func(p []byte, off int64) error { _, err := v.WriteAt(p, off); return err }}
 	var img *os.File
 	if imgPath != "" {
 		if img, err = os.OpenFile(imgPath, os.O_RDWR, 0); err != nil {
 			return err
 		}
 		defer img.Close()
+		ws = append(ws, func(p []byte, off int64) error { _, err := img.WriteAt(p, off); return err })
 	}
-	r := rand.New(rand.NewPCG(seed, 99))
-	slots := v.Size() / extent
-	used := map[int64]bool{}
-	buf := make([]byte, extent)
-	for len(used) < extents {
-		s := r.Int64N(slots)
-		if used[s] {
-			continue
-		}
-		used[s] = true
-		fillRandom(buf, seed+1000, uint64(s))
-		if _, err := v.WriteAt(buf, s*extent); err != nil {
-			return err
-		}
-		if img != nil {
-			if _, err := img.WriteAt(buf, s*extent); err != nil {
-				return err
-			}
-		}
+	n, err := pattern.Change(v.Size(), seed, extents, extent, ws...)
+	if err != nil {
+		return err
 	}
 	if img != nil {
 		if err := img.Sync(); err != nil {
 			return err
 		}
 	}
-	result("changed_bytes", int64(extents)*extent)
+	result("changed_bytes", n)
 	return v.Flush()
 }
 
