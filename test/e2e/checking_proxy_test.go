@@ -138,6 +138,10 @@ func TestCheckingProxyCatches(t *testing.T) {
 	if len(rec.errs) != 1 || !strings.Contains(rec.errs[0], "bogus") {
 		t.Fatalf("want one mismatch naming bogus, got %v", rec.errs)
 	}
+	// The mismatch was made on purpose: keep it out of the suite's report.
+	if cat, err := loadCatalog(); err == nil {
+		cat.failures.Add(-1)
+	}
 	if got := p.counts()["Microsoft.Resources"]; got != 2 {
 		t.Errorf("checked %d Microsoft.Resources responses, want 2", got)
 	}
