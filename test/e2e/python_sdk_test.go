@@ -26,9 +26,12 @@ func TestPythonSDKFlow(t *testing.T) {
 		t.Skip("python3-azure is not installed")
 	}
 	s := startServer(t, "")
+	// The SDK runs in its own process: it talks to coffer through a proxy
+	// whose transport checks every response against its schema.
+	proxy := s.checkingProxy()
 	cmd := exec.Command(debianPython, "python/disk_backup_flow.py")
 	cmd.Env = append(os.Environ(),
-		"COFFER_ENDPOINT="+s.endpoint,
+		"COFFER_ENDPOINT="+proxy.URL,
 		"COFFER_TOKEN="+s.token(),
 		"COFFER_CA="+filepath.Join(s.dataDir, "tls", "cert.pem"),
 		"COFFER_SUBSCRIPTION="+newSubscription(),
@@ -56,9 +59,14 @@ func TestPythonSDKFlow(t *testing.T) {
 		"Microsoft.Authorization":  "2022-04-01",
 		"Microsoft.DataProtection": "2022-12-01",
 	}
+	checked := proxy.counts()
 	for provider, v := range want {
 		if len(sent[provider]) != 1 || sent[provider][0] != v {
 			t.Errorf("%s: the SDK sent %v, want its default %s", provider, sent[provider], v)
 		}
+		if checked[provider] == 0 {
+			t.Errorf("%s: no response of the flow went through the schema check", provider)
+		}
 	}
+	t.Logf("responses the schema check saw, by provider: %v", checked)
 }

@@ -25,6 +25,9 @@ func TestSchemaCheckCatches(t *testing.T) {
 		return `{"id":"` + bi + `/recoveryPoints/r","name":"r","type":"Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints",
 			"properties":{"objectType":"` + objectType + `","recoveryPointTime":"2026-01-01T00:00:00Z","recoveryPointDataStoresDetails":[]` + extra + `}}`
 	}
+	rg := func(extra string) string {
+		return `{"id":"/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/g","name":"g","type":"Microsoft.Resources/resourceGroups",` + extra + `"location":"westus","properties":{"provisioningState":"Succeeded"}}`
+	}
 	cases := []struct {
 		name, version, path, body string
 		status                    int
@@ -43,6 +46,11 @@ func TestSchemaCheckCatches(t *testing.T) {
 			`{"id":"/providers/Microsoft.Authorization/roleDefinitions/b50d9833-a0cb-478e-945f-707fcc997c13","name":"b50d9833-a0cb-478e-945f-707fcc997c13","type":"Microsoft.Authorization/roleDefinitions",
 			"properties":{"roleName":"r","type":"BuiltInRole","description":"d","assignableScopes":["/"],"permissions":[{"actions":["*/read"],"notActions":[]}]}}`, 200, ""},
 		{"cloud error extra", "2026-06-01", bi, `{"error":{"code":"NotFound","message":"m","extra":1}}`, 404, "extra"},
+		// Resource groups have no /providers/ segment: Microsoft.Resources' spec describes them.
+		{"resource group", "2025-04-01", "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/g", rg(""), 200, ""},
+		{"resource group unknown property", "2025-04-01", "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/g", rg(`"bogus":1,`), 200, "bogus"},
+		{"resource group list", "2025-04-01", "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups", `{"value":[` + rg("") + `]}`, 200, ""},
+		{"resource group cloud error extra", "2025-04-01", "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/g", `{"error":{"code":"ResourceGroupNotFound","message":"m","extra":1}}`, 404, "extra"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

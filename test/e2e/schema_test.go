@@ -207,12 +207,22 @@ func lastProvider(p string) string {
 	return ""
 }
 
+// providerOf is the namespace whose spec describes a path: the one after
+// its last /providers/, or Microsoft.Resources for a path without one
+// (resource groups and their operation results).
+func providerOf(p string) string {
+	if ns := lastProvider(p); ns != "" {
+		return ns
+	}
+	return "Microsoft.Resources"
+}
+
 // operationFor returns the operation of method and path at version: the
 // spec of that version when vendored, else the oldest vendored version
 // newer than it (a neighbour that defines at least what the version
 // defines, as Azure's versions mostly add), else the newest.
 func (cat *specCatalog) operationFor(method, path, version string) (*specOperation, bool) {
-	provider := lastProvider(path)
+	provider := providerOf(path)
 	var cands []*specOperation
 	best := -1
 	for _, o := range cat.ops {
@@ -265,12 +275,8 @@ func (cat *specCatalog) check(method string, u *url.URL, status int, contentType
 	}
 	op, own := cat.operationFor(method, path, version)
 	if op == nil {
-		provider := lastProvider(path)
-		if provider == "" {
-			provider = "Microsoft.Resources" // resource groups: no /providers/ segment
-		}
 		cat.mu.Lock()
-		cat.unchecked[provider]++
+		cat.unchecked[providerOf(path)]++
 		cat.mu.Unlock()
 		return ""
 	}
