@@ -362,13 +362,8 @@ func (s *Store) putPacked(ctx context.Context, d Digest, plain []byte) (int64, e
 		return 0, nil
 	}
 	if loose {
-		key := ChunkKey(d)
-		ok, err := s.backend.Exists(ctx, key)
-		if err != nil {
-			return 0, backendErr("ChunkPutFailed", key, err)
-		}
-		if ok {
-			return 0, nil
+		if ok, err := s.hasLoose(ctx, d); err != nil || ok {
+			return 0, err
 		}
 	}
 	buf := s.codec.getBuf(sealHeaderLen + len(plain) + tagLen)
@@ -689,13 +684,7 @@ func (s *Store) RewritePack(ctx context.Context, id PackID, drop []Digest) (int6
 	}
 	key := PackKey(id)
 	if len(kept) == 0 {
-		if err := s.backend.Delete(ctx, key); err != nil {
-			return 0, backendErr("PackDeleteFailed", key, err)
-		}
-		pk.mu.Lock()
-		pk.forget(old)
-		pk.mu.Unlock()
-		return old.size, nil
+		return s.dropPack(ctx, old)
 	}
 
 	body, err := s.backend.Read(ctx, key, nil)
@@ -722,13 +711,7 @@ func (s *Store) RewritePack(ctx context.Context, id PackID, drop []Digest) (int6
 		np.entries = append(np.entries, packEntry{d: d, off: uint32(off), n: loc.n, plain: loc.plain})
 	}
 	if len(np.entries) == 0 {
-		if err := s.backend.Delete(ctx, key); err != nil {
-			return 0, backendErr("PackDeleteFailed", key, err)
-		}
-		pk.mu.Lock()
-		pk.forget(old)
-		pk.mu.Unlock()
-		return old.size, nil
+		return s.dropPack(ctx, old)
 	}
 	np.buf = appendTOC(np.buf, np.entries)
 	nbody := np.buf
@@ -771,6 +754,19 @@ func (s *Store) RewritePack(ctx context.Context, id PackID, drop []Digest) (int6
 		return 0, backendErr("PackDeleteFailed", key, err)
 	}
 	return old.size - int64(len(nbody)), nil
+}
+
+// dropPack deletes a pack none of whose chunks is kept, and returns the
+// bytes it freed.
+func (s *Store) dropPack(ctx context.Context, p *pack) (int64, error) {
+	key := PackKey(p.id)
+	if err := s.backend.Delete(ctx, key); err != nil {
+		return 0, backendErr("PackDeleteFailed", key, err)
+	}
+	s.pk.mu.Lock()
+	s.pk.forget(p)
+	s.pk.mu.Unlock()
+	return p.size, nil
 }
 
 // CompactPackIndexes replaces the pack index objects with one that names

@@ -267,18 +267,25 @@ func (s *Store) leave(d Digest, c *putCall, err error) {
 	close(c.done)
 }
 
+// hasLoose reports whether chunk d is stored as its own (version-1)
+// object: a Put of it then writes nothing.
+func (s *Store) hasLoose(ctx context.Context, d Digest) (bool, error) {
+	key := ChunkKey(d)
+	ok, err := s.backend.Exists(ctx, key)
+	if err != nil {
+		return false, backendErr("ChunkPutFailed", key, err)
+	}
+	return ok, nil
+}
+
 func (s *Store) put(ctx context.Context, d Digest, plain []byte) (int64, error) {
 	if s.pk != nil {
 		return s.putPacked(ctx, d, plain)
 	}
+	if ok, err := s.hasLoose(ctx, d); err != nil || ok {
+		return 0, err
+	}
 	key := ChunkKey(d)
-	ok, err := s.backend.Exists(ctx, key)
-	if err != nil {
-		return 0, backendErr("ChunkPutFailed", key, err)
-	}
-	if ok {
-		return 0, nil
-	}
 	buf := s.codec.getBuf(sealHeaderLen + len(plain) + tagLen)
 	defer s.codec.putBuf(buf)
 	body := s.codec.seal(d, plain, buf)
