@@ -13,8 +13,6 @@ import (
 
 	"github.com/coffer-backup/coffer/bench/internal/pattern"
 	"github.com/coffer-backup/coffer/internal/armclient"
-	"github.com/coffer-backup/coffer/internal/auth"
-	"github.com/coffer-backup/coffer/internal/clock"
 	"github.com/coffer-backup/coffer/internal/server"
 )
 
@@ -94,20 +92,7 @@ func client(dir string) (*armclient.Client, error) {
 		return nil, errors.New("-data is required")
 	}
 	return armclient.New(armclient.Options{DataDir: dir, MintToken: func(dir string) (string, error) {
-		key, err := auth.LoadOrCreateKey(dir)
-		if err != nil {
-			return "", err
-		}
-		d := server.DataDir(dir)
-		admin, err := d.ID(server.AdminFile)
-		if err != nil {
-			return "", err
-		}
-		tenant, err := d.ID(server.TenantFile)
-		if err != nil {
-			return "", err
-		}
-		return auth.Signer{Key: key, TenantID: tenant, Clock: clock.Real{}}.Mint(admin, "bench", 2*time.Hour)
+		return server.AdminToken(dir, "bench", 2*time.Hour)
 	}})
 }
 

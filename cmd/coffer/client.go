@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/armclient"
-	"github.com/coffer-backup/coffer/internal/auth"
-	"github.com/coffer-backup/coffer/internal/clock"
 	"github.com/coffer-backup/coffer/internal/server"
 	"github.com/spf13/cobra"
 )
@@ -26,20 +24,7 @@ func (f *clientFlags) client() (*armclient.Client, error) {
 	return armclient.New(armclient.Options{
 		Endpoint: f.endpoint, Token: f.token, CACert: f.cacert, DataDir: f.dataDir,
 		MintToken: func(dir string) (string, error) {
-			key, err := auth.LoadOrCreateKey(dir)
-			if err != nil {
-				return "", err
-			}
-			d := server.DataDir(dir)
-			admin, err := d.ID(server.AdminFile)
-			if err != nil {
-				return "", err
-			}
-			tenant, err := d.ID(server.TenantFile)
-			if err != nil {
-				return "", err
-			}
-			return auth.Signer{Key: key, TenantID: tenant, Clock: clock.Real{}}.Mint(admin, "coffer administrator", time.Hour)
+			return server.AdminToken(dir, "coffer administrator", time.Hour)
 		},
 	})
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coffer-backup/coffer/internal/auth"
+	"github.com/coffer-backup/coffer/internal/clock"
 	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 )
@@ -189,4 +191,25 @@ func (d DataDir) EnsureTLS(host string, now time.Time) (certPath, keyPath string
 		return "", "", err
 	}
 	return certPath, keyPath, nil
+}
+
+// AdminToken mints a bearer token for the bootstrap administrator of the
+// data directory dir, signed with its key, valid for ttl: what a tool on
+// the server's machine (the CLI, a benchmark) acts as. name says who holds
+// it.
+func AdminToken(dir, name string, ttl time.Duration) (string, error) {
+	key, err := auth.LoadOrCreateKey(dir)
+	if err != nil {
+		return "", err
+	}
+	d := DataDir(dir)
+	admin, err := d.ID(AdminFile)
+	if err != nil {
+		return "", err
+	}
+	tenant, err := d.ID(TenantFile)
+	if err != nil {
+		return "", err
+	}
+	return auth.Signer{Key: key, TenantID: tenant, Clock: clock.Real{}}.Mint(admin, name, ttl)
 }
