@@ -94,17 +94,6 @@ func nbdGo(name string) []byte {
 	return nbdOption(optGo, d)
 }
 
-func nbdMeta(name string, queries ...string) []byte {
-	b := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
-	b = append(b, name...)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(queries)))
-	for _, q := range queries {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(q)))
-		b = append(b, q...)
-	}
-	return b
-}
-
 func nbdRequest(typ, flags uint16, handle uint64, off uint64, length uint32, payload []byte) []byte {
 	b := binary.BigEndian.AppendUint32(nil, magicRequest)
 	b = binary.BigEndian.AppendUint16(b, flags)
@@ -128,7 +117,7 @@ func prelude(kind uint8) []byte {
 		return append(flags, nbdGo("ro")...)
 	case preludeStructured:
 		b := append(flags, nbdOption(optStructuredReply, nil)...)
-		b = append(b, nbdOption(optSetMetaContext, nbdMeta("disk", contextAllocation))...)
+		b = append(b, nbdOption(optSetMetaContext, metaData("disk", contextAllocation))...)
 		return append(b, nbdGo("disk")...)
 	}
 	return nil
@@ -166,12 +155,12 @@ func FuzzServer(f *testing.F) {
 		nbdRequest(cmdWrite, 0, 10, 1<<20, 1, []byte("x")), nbdRequest(cmdRead, 4, 11, 0, 1, nil), nbdRequest(77, 0, 12, 0, 0, nil)))
 	f.Add(uint8(preludeGo), nbdRequest(cmdRead, 0, 13, 0, maxPayload+1, nil))
 	f.Add(uint8(preludeExportName), nbdRequest(cmdWrite, 0, 14, 0, 8, []byte("short")))
-	f.Add(uint8(preludeFlags), cat(nbdOption(optSetMetaContext, nbdMeta("disk", contextAllocation)), nbdOption(optStructuredReply, []byte{1}),
-		nbdOption(optStructuredReply, nil), nbdOption(optListMetaContext, nbdMeta("disk")), nbdOption(optListMetaContext, nbdMeta("disk", "base:", "x-y:z")),
-		nbdOption(optSetMetaContext, nbdMeta("ro", contextAllocation)), nbdGo("disk"), nbdRequest(cmdBlockStatus, 0, 20, 0, 4096, nil),
+	f.Add(uint8(preludeFlags), cat(nbdOption(optSetMetaContext, metaData("disk", contextAllocation)), nbdOption(optStructuredReply, []byte{1}),
+		nbdOption(optStructuredReply, nil), nbdOption(optListMetaContext, metaData("disk")), nbdOption(optListMetaContext, metaData("disk", "base:", "x-y:z")),
+		nbdOption(optSetMetaContext, metaData("ro", contextAllocation)), nbdGo("disk"), nbdRequest(cmdBlockStatus, 0, 20, 0, 4096, nil),
 		nbdRequest(cmdRead, cmdFlagDF, 21, 0, 4096, nil)))
 	f.Add(uint8(preludeFlags), cat(nbdOption(optStructuredReply, nil), nbdOption(optSetMetaContext, []byte{0, 0, 0, 4, 'd', 'i', 's', 'k', 0, 0, 0, 9, 0}),
-		nbdOption(optListMetaContext, nbdMeta("disk", "base:")[:10])))
+		nbdOption(optListMetaContext, metaData("disk", "base:")[:10])))
 	f.Add(uint8(preludeStructured), cat(nbdRequest(cmdWrite, 0, 22, 70000, 5, []byte("hello")), nbdRequest(cmdBlockStatus, 0, 23, 0, 1<<20, nil),
 		nbdRequest(cmdBlockStatus, cmdFlagReqOne, 24, 65536, 8192, nil), nbdRequest(cmdRead, 0, 25, 0, 1<<20, nil),
 		nbdRequest(cmdRead, cmdFlagDF, 26, 0, 1<<20, nil), nbdRequest(cmdRead, 0, 27, 0, 0, nil)))
