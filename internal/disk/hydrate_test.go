@@ -51,18 +51,7 @@ func TestHydrationFromDamagedSnapshot(t *testing.T) {
 	logs := &syncBuffer{}
 	e.Log = slog.New(slog.NewJSONHandler(logs, nil))
 	const mib = 1 << 20
-	src := newDisk(t, e, "src", 4*mib)
-	data := make([]byte, 4*mib)
-	rand.Read(data)
-	write(t, e, src, data, 0)
-	snap, err := e.TakeSnapshot(ctx, SnapshotRequest{ID: SnapshotID(testSub, "snaps", "s1"), DiskID: src.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, err := e.Chunks.GetIndex(ctx, snap.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data, snap, idx := randomSnapshot(t, e, 4*mib)
 	bad := idx.Digests[2]                 // bytes [2 MiB, 3 MiB)
 	loc, err := e.Chunks.Locate(ctx, bad) // in a pack, or its own object
 	if err != nil {
@@ -165,6 +154,26 @@ func TestHydrationFromDamagedSnapshot(t *testing.T) {
 	}
 }
 
+// randomSnapshot writes size random bytes to a new disk "src" and
+// snapshots it as "s1"; it returns the bytes, the snapshot and its index.
+func randomSnapshot(t *testing.T, e *Engine, size int64) ([]byte, SnapshotRecord, chunk.Index) {
+	t.Helper()
+	ctx := context.Background()
+	src := newDisk(t, e, "src", size)
+	data := make([]byte, size)
+	rand.Read(data)
+	write(t, e, src, data, 0)
+	snap, err := e.TakeSnapshot(ctx, SnapshotRequest{ID: SnapshotID(testSub, "snaps", "s1"), DiskID: src.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := e.Chunks.GetIndex(ctx, snap.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data, snap, idx
+}
+
 // countingBackend counts the reads of the chunk store's objects, whole or
 // a range of a pack: how the test sees what a disk fetched.
 type countingBackend struct {
@@ -219,18 +228,7 @@ func TestReadsMakeBlocksLocal(t *testing.T) {
 	counter := &countingBackend{reads: map[string]int{}}
 	e := newEngineWith(t, chunk.Options{Wrap: func(b chunk.Backend) chunk.Backend { counter.Backend = b; return counter }})
 	const mib, chunks = 1 << 20, 80
-	src := newDisk(t, e, "src", chunks*mib)
-	data := make([]byte, chunks*mib)
-	rand.Read(data)
-	write(t, e, src, data, 0)
-	snap, err := e.TakeSnapshot(ctx, SnapshotRequest{ID: SnapshotID(testSub, "snaps", "s1"), DiskID: src.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, err := e.Chunks.GetIndex(ctx, snap.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data, snap, idx := randomSnapshot(t, e, chunks*mib)
 	// Hydration is held (its context has ended) so the reader goes first.
 	held, cancel := context.WithCancel(ctx)
 	cancel()
