@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"io"
 	"net/url"
-	"os"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/chunk/chunktest"
+	"github.com/coffer-backup/coffer/internal/testenv"
 )
 
 func closeBucket(t *testing.T, b *blob.Bucket) {
@@ -49,13 +49,7 @@ func TestDir(t *testing.T) {
 // TestS3 runs the suite against the S3 server COFFER_TEST_S3 names (see
 // scripts/minio), in a bucket of its own per subtest.
 func TestS3(t *testing.T) {
-	raw := os.Getenv("COFFER_TEST_S3")
-	if raw == "" {
-		if os.Getenv("COFFER_REQUIRE_TOOLS") != "" {
-			t.Fatal("COFFER_TEST_S3 is unset and COFFER_REQUIRE_TOOLS is set: start S3 with eval \"$(scripts/minio start DIR)\"")
-		}
-		t.Skip("COFFER_TEST_S3 is unset; eval \"$(scripts/minio start DIR)\" to run the S3 suite")
-	}
+	raw := testenv.S3(t)
 	base, err := url.Parse(raw)
 	if err != nil {
 		t.Fatalf("COFFER_TEST_S3: %v", err)

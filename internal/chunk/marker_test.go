@@ -10,6 +10,7 @@ import (
 	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/chunk/chunktest"
 	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/coffer-backup/coffer/internal/testenv"
 )
 
 // bucketURLs returns, per backend, a function that makes a fresh empty
@@ -127,10 +128,7 @@ func mustRead(t *testing.T, path string) []byte {
 // TestOpenMissingS3Bucket: a bucket that does not exist fails the open,
 // naming the bucket, rather than every later write.
 func TestOpenMissingS3Bucket(t *testing.T) {
-	raw := os.Getenv("COFFER_TEST_S3")
-	if raw == "" {
-		t.Skip("COFFER_TEST_S3 is unset; eval \"$(scripts/minio start DIR)\" to run it")
-	}
+	raw := testenv.S3(t)
 	u, err := url.Parse(raw)
 	if err != nil {
 		t.Fatal(err)

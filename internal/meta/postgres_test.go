@@ -3,13 +3,13 @@ package meta_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/meta"
 	"github.com/coffer-backup/coffer/internal/meta/metatest"
+	"github.com/coffer-backup/coffer/internal/testenv"
 )
 
 var metatestTime = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -17,14 +17,7 @@ var metatestTime = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 // PostgresURL returns the server the test script started, or skips the test
 // when there is none and the run does not require one.
 func postgresURL(t *testing.T) string {
-	u := os.Getenv("COFFER_TEST_POSTGRES")
-	if u == "" {
-		if os.Getenv("COFFER_REQUIRE_TOOLS") != "" {
-			t.Fatal("COFFER_TEST_POSTGRES is not set but COFFER_REQUIRE_TOOLS is: scripts/test starts PostgreSQL")
-		}
-		t.Skip("COFFER_TEST_POSTGRES not set; scripts/test starts a PostgreSQL")
-	}
-	return u
+	return testenv.Postgres(t)
 }
 
 func TestPostgres(t *testing.T) {

@@ -17,24 +17,13 @@ import (
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/coffer-backup/coffer/internal/testenv"
 	"github.com/coffer-backup/coffer/internal/volume"
 )
 
 const MiB = 1 << 20
 
-// requireTool skips when a Debian tool is missing, unless COFFER_REQUIRE_TOOLS
-// is set (CI), where a missing tool fails the test.
-func requireTool(t *testing.T, names ...string) {
-	t.Helper()
-	for _, name := range names {
-		if _, err := exec.LookPath(name); err != nil {
-			if os.Getenv("COFFER_REQUIRE_TOOLS") != "" {
-				t.Fatalf("%s not found and COFFER_REQUIRE_TOOLS is set: %v", name, err)
-			}
-			t.Skipf("%s not installed (apt-get install -y qemu-utils libnbd-bin fio nbdkit)", name)
-		}
-	}
-}
+func requireTool(t *testing.T, names ...string) { t.Helper(); testenv.Tool(t, names...) }
 
 // run runs a command with a timeout and returns its combined output.
 func run(t *testing.T, name string, args ...string) ([]byte, error) {

@@ -5,12 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coffer-backup/coffer/internal/server"
+	"github.com/coffer-backup/coffer/internal/testenv"
 )
 
 // validConfig is a configuration Run accepts.
@@ -62,10 +62,7 @@ func TestRunRefusesMisleadingOptions(t *testing.T) {
 // fails at start-up naming the bucket, instead of reporting healthy and
 // failing every snapshot.
 func TestRunRefusesMissingBucket(t *testing.T) {
-	raw := os.Getenv("COFFER_TEST_S3")
-	if raw == "" {
-		t.Skip("COFFER_TEST_S3 is unset; eval \"$(scripts/minio start DIR)\" to run it")
-	}
+	raw := testenv.S3(t)
 	u, err := url.Parse(raw)
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/coffer-backup/coffer/internal/meta"
+	"github.com/coffer-backup/coffer/internal/testenv"
 	"github.com/google/uuid"
 )
 
@@ -58,8 +59,8 @@ func backends(t *testing.T) []backend {
 	out := []backend{{name: "sqlite", db: func(*testing.T) string { return "" }}}
 	base := os.Getenv("COFFER_TEST_POSTGRES")
 	if base == "" {
-		if os.Getenv("COFFER_REQUIRE_TOOLS") != "" {
-			t.Fatal("COFFER_REQUIRE_TOOLS is set but COFFER_TEST_POSTGRES is not")
+		if testenv.Required() {
+			t.Fatalf("COFFER_TEST_POSTGRES is unset (and %s is set)", testenv.RequireEnv)
 		}
 		t.Log("COFFER_TEST_POSTGRES not set: PostgreSQL variant not run")
 		return out

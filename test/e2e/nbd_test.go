@@ -13,17 +13,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coffer-backup/coffer/internal/testenv"
 )
 
-func requireTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		if os.Getenv("COFFER_REQUIRE_TOOLS") != "" {
-			t.Fatalf("%s is required (scripts/install-deps installs it)", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-}
+func requireTool(t *testing.T, name string) { t.Helper(); testenv.Tool(t, name) }
 
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()

@@ -3,11 +3,14 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/coffer-backup/coffer/internal/testenv"
 )
 
 // debianPython is the interpreter Debian's python3-azure installs into; a
@@ -20,10 +23,7 @@ const debianPython = "/usr/bin/python3"
 // recovery points, restore and every delete.
 func TestPythonSDKFlow(t *testing.T) {
 	if err := exec.Command(debianPython, "-c", "import azure.mgmt.dataprotection, azure.mgmt.compute, azure.mgmt.authorization, azure.mgmt.resource").Run(); err != nil {
-		if os.Getenv("COFFER_REQUIRE_TOOLS") != "" {
-			t.Fatalf("python3-azure is missing (scripts/install-deps installs it): %v", err)
-		}
-		t.Skip("python3-azure is not installed")
+		testenv.Missing(t, fmt.Sprintf("python3-azure is not installed (scripts/install-deps installs it): %v", err))
 	}
 	s := startServer(t, "")
 	// The SDK runs in its own process: it talks to coffer through a proxy
