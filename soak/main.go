@@ -523,6 +523,23 @@ func (k *soak) watch(monitor string, stop chan struct{}) (acked *atomic.Bool, do
 	return acked, done
 }
 
+// killWatching watches monitor while the trial's delay runs out, kills and
+// restarts the server, and reports whether the operation was acknowledged
+// (Succeeded seen) before the kill, counting it in r, and whether the
+// restart worked.
+func (k *soak) killWatching(r *result, monitor string) (acked, restarted bool) {
+	stop := make(chan struct{})
+	seen, done := k.watch(monitor, stop)
+	time.Sleep(r.delay)
+	restarted = k.killRestart(r)
+	close(stop)
+	done.Wait()
+	if acked = seen.Load(); acked && restarted {
+		r.acked = 1
+	}
+	return acked, restarted
+}
+
 func (k *soak) trial(i int, scenario string) result {
 	r := result{trial: i, scenario: scenario, delay: k.delay()}
 	start := time.Now()
@@ -592,19 +609,11 @@ func (k *soak) snapshotUpload(r *result) {
 		return
 	}
 	k.snapshot[strings.ToLower(rec.id)] = rec
-	stop := make(chan struct{})
-	acked, done := k.watch(h.Get("Azure-AsyncOperation"), stop)
-	time.Sleep(r.delay)
-	ok := k.killRestart(r)
-	close(stop)
-	done.Wait()
+	acked, ok := k.killWatching(r, h.Get("Azure-AsyncOperation"))
 	if !ok {
 		return
 	}
-	rec.acked = acked.Load()
-	if rec.acked {
-		r.acked = 1
-	}
+	rec.acked = acked
 	k.settle(r, false)
 	switch {
 	case k.snapshot[strings.ToLower(rec.id)] == nil:
@@ -711,20 +720,12 @@ func (k *soak) backup(r *result) {
 	if !ok {
 		return
 	}
-	stop := make(chan struct{})
-	acked, done := k.watch(h, stop)
-	time.Sleep(r.delay)
-	restarted := k.killRestart(r)
-	close(stop)
-	done.Wait()
+	acked, restarted := k.killWatching(r, h)
 	if !restarted {
 		return
 	}
-	if acked.Load() {
-		r.acked = 1
-	}
 	k.settle(r, false)
-	if r.outcome == "Completed" && acked.Load() {
+	if r.outcome == "Completed" && acked {
 		r.survived = 1
 	}
 	if r.outcome == "" {
@@ -794,21 +795,13 @@ func (k *soak) restore(r *result) {
 	p.source.restores++
 	rr := &restoreRec{target: target, point: p, trial: r.trial}
 	k.restores[strings.ToLower(target)] = rr
-	stop := make(chan struct{})
-	acked, done := k.watch(h.Get("Azure-AsyncOperation"), stop)
-	time.Sleep(r.delay)
-	restarted := k.killRestart(r)
-	close(stop)
-	done.Wait()
+	acked, restarted := k.killWatching(r, h.Get("Azure-AsyncOperation"))
 	if !restarted {
 		return
 	}
-	if acked.Load() {
-		r.acked = 1
-	}
 	k.settle(r, false)
 	r.outcome = rr.status
-	if rr.status == "Completed" && rr.verified && acked.Load() {
+	if rr.status == "Completed" && rr.verified && acked {
 		r.survived = 1
 	}
 	if rr.status == "" {
