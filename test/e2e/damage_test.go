@@ -126,9 +126,7 @@ func TestDiskFromDamagedSnapshot(t *testing.T) {
 	img := writeImage(t, t.TempDir(), "v.raw", 24*mib, map[int64]int64{0: 4 * mib})
 	src := s.importDisk(sub, "rg", "src", img)
 	snap := "/subscriptions/" + sub + "/resourceGroups/rg/providers/Microsoft.Compute/snapshots/s1"
-	if st := s.waitOperation(admin, s.snapshotNow(admin, src, snap)); st["status"] != "Succeeded" {
-		t.Fatalf("snapshot: %v", st)
-	}
+	s.mustSnapshot(admin, src, snap)
 	data, err := os.ReadFile(img)
 	if err != nil {
 		t.Fatal(err)

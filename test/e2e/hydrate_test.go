@@ -35,9 +35,7 @@ func TestDiskFromSnapshotIsUsableAtOnce(t *testing.T) {
 	}
 	srcID := "/subscriptions/" + sub + "/resourceGroups/rg/providers/Microsoft.Compute/disks/src"
 	snap := "/subscriptions/" + sub + "/resourceGroups/rg/providers/Microsoft.Compute/snapshots/s"
-	if st := s.waitOperation(admin, s.snapshotNow(admin, srcID, snap)); st["status"] != "Succeeded" {
-		t.Fatalf("snapshot: %v", st)
-	}
+	s.mustSnapshot(admin, srcID, snap)
 
 	copyID := "/subscriptions/" + sub + "/resourceGroups/rg/providers/Microsoft.Compute/disks/copy"
 	h, _ := s.mustDo("PUT", copyID+computeAPI, admin, `{"location":"westus","properties":{"creationData":{"createOption":"Copy","sourceResourceId":"`+snap+`"}}}`, 202)

@@ -36,9 +36,7 @@ func testHostileNames(t *testing.T, s *server) {
 	disk := group + "/providers/Microsoft.Compute/disks/data-1"
 	s.createDisk(admin, disk, "westus", 1)
 	snap := group + "/providers/Microsoft.Compute/snapshots/snap_1"
-	if st := s.waitOperation(admin, s.snapshotNow(admin, disk, snap)); st["status"] != "Succeeded" {
-		t.Fatalf("snapshot: %v", st)
-	}
+	s.mustSnapshot(admin, disk, snap)
 	vault := group + "/providers/Microsoft.DataProtection/backupVaults/names-vault"
 	h, _ := s.mustDo("PUT", vault+dp, admin, `{"location":"westus","identity":{"type":"systemAssigned"},
 		"properties":{"storageSettings":[{"datastoreType":"VaultStore","type":"LocallyRedundant"}]}}`, 201)

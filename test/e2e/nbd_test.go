@@ -51,6 +51,15 @@ func (s *server) snapshotNow(token, diskID, snapID string) string {
 	return h.Get("Azure-AsyncOperation")
 }
 
+// mustSnapshot takes an incremental snapshot of diskID as snapID and
+// fails the test unless it succeeds.
+func (s *server) mustSnapshot(token, diskID, snapID string) {
+	s.t.Helper()
+	if st := s.waitOperation(token, s.snapshotNow(token, diskID, snapID)); st["status"] != "Succeeded" {
+		s.t.Fatalf("snapshot %s of %s: %v", snapID, diskID, st)
+	}
+}
+
 func (s *server) waitOperation(token, monitor string) map[string]any {
 	s.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -318,9 +327,7 @@ func TestKill9DuringSnapshot(t *testing.T) {
 	_ = uri
 	// The next snapshot carries the write the cut one never stored.
 	snap2 := "/subscriptions/" + sub + "/resourceGroups/rg/providers/Microsoft.Compute/snapshots/after"
-	if st := s.waitOperation(admin, s.snapshotNow(admin, diskID, snap2)); st["status"] != "Succeeded" {
-		t.Fatalf("snapshot after restart: %v", st)
-	}
+	s.mustSnapshot(admin, diskID, snap2)
 	got := filepath.Join(t.TempDir(), "after.raw")
 	s.restoreAndExport(admin, sub, snap2, "after-disk", got)
 	b, _ := os.ReadFile(got)

@@ -345,9 +345,7 @@ func TestGroupDeleteFreesSnapshots(t *testing.T) {
 	img := writeImage(t, t.TempDir(), "g.raw", 24*mib, map[int64]int64{0: 4 * mib})
 	disk := s.importDisk(sub, "doomed", "d", img)
 	snap := "/subscriptions/" + sub + "/resourceGroups/doomed/providers/Microsoft.Compute/snapshots/s"
-	if st := s.waitOperation(admin, s.snapshotNow(admin, disk, snap)); st["status"] != "Succeeded" {
-		t.Fatalf("snapshot: %v", st)
-	}
+	s.mustSnapshot(admin, disk, snap)
 	if chunkObjects(t, s.dataDir) == 0 {
 		t.Fatal("no chunks stored")
 	}
@@ -382,9 +380,7 @@ func TestScheduledVerifyReportsDamage(t *testing.T) {
 	s.createGroup(admin, sub, "rg")
 	img := writeImage(t, t.TempDir(), "v.raw", 24*mib, map[int64]int64{0: 2 * mib})
 	disk := s.importDisk(sub, "rg", "d", img)
-	if st := s.waitOperation(admin, s.snapshotNow(admin, disk, "/subscriptions/"+sub+"/resourceGroups/rg/providers/Microsoft.Compute/snapshots/s")); st["status"] != "Succeeded" {
-		t.Fatalf("snapshot: %v", st)
-	}
+	s.mustSnapshot(admin, disk, "/subscriptions/"+sub+"/resourceGroups/rg/providers/Microsoft.Compute/snapshots/s")
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(s.logs.String(), `"msg":"verify","component":"maintenance","checked":`) {
 		if time.Now().After(deadline) {
