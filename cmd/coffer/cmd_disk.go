@@ -243,36 +243,8 @@ func putDisk(ctx context.Context, c *armclient.Client, ref diskRef, body any) (d
 // await follows a long-running operation's Azure-AsyncOperation monitor
 // until it ends; a response without one was already final.
 func await(ctx context.Context, c *armclient.Client, resp *http.Response) error {
-	monitor := resp.Header.Get("Azure-AsyncOperation")
-	if monitor == "" {
-		return nil
-	}
-	for {
-		var st struct {
-			Status string `json:"status"`
-			Error  *struct {
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		if _, err := c.DoURL(ctx, http.MethodGet, monitor, nil, &st); err != nil {
-			return err
-		}
-		switch strings.ToLower(st.Status) {
-		case "succeeded":
-			return nil
-		case "failed", "canceled":
-			if st.Error != nil {
-				return &armclient.Error{Status: http.StatusOK, Code: st.Error.Code, Message: st.Error.Message}
-			}
-			return fmt.Errorf("operation %s", st.Status)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
+	_, err := awaitStatus(ctx, c, resp)
+	return err
 }
 
 // grantAccess asks for a SAS on the disk and returns its URL.
