@@ -118,7 +118,7 @@ func TestCheckingProxyCatches(t *testing.T) {
 	target, _ := url.Parse(upstream.URL)
 	rec := &errorRecorder{TB: t}
 	p := newCheckingProxy(rec, target, upstream.Client().Transport, upstream.TLS.Certificates[0])
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	client := upstream.Client() // the proxy presents the upstream's certificate
 	get := func() {
 		resp, err := client.Get(p.URL + "/subscriptions/s/resourceGroups/g?api-version=2022-09-01")
 		if err != nil {
