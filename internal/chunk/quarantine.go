@@ -177,10 +177,14 @@ func (s *Store) ListQuarantine(ctx context.Context, fn func(Info) error) error {
 			return err
 		}
 		if stale {
-			s.pk.mu.Lock()
-			seen := s.pk.refreshes
-			s.pk.mu.Unlock()
-			if err := s.refresh(ctx, seen); err != nil {
+			// A refresh of its own, never one that ended meanwhile: that
+			// one may have listed the pack indexes before the quarantining
+			// process wrote its "corrupt" entry, and this caller (an
+			// upload deciding what to store again) must see that entry.
+			s.pk.loadMu.Lock()
+			err := s.refreshLocked(ctx)
+			s.pk.loadMu.Unlock()
+			if err != nil {
 				return err
 			}
 		}
