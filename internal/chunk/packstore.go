@@ -68,7 +68,11 @@ type packState struct {
 	// badChunks are the (pack, digest) pairs found corrupt, so that an
 	// older pack index object read later does not bring them back.
 	badChunks map[badKey]struct{}
-	bufs      sync.Pool
+	// alt holds the other good copies of indexed chunks stored twice
+	// (rare: two processes storing the same data, or a pack moved by
+	// another process's GC), so one takes over if the indexed copy goes.
+	alt  map[Digest][]chunkLoc
+	bufs sync.Pool
 
 	loadMu  sync.Mutex // one load or refresh at a time
 	flushMu sync.Mutex // one flush or compaction at a time
@@ -216,6 +220,30 @@ func (s *Store) refreshLocked(ctx context.Context) error {
 	for _, name := range read {
 		pk.indexObjs[name] = true
 	}
+	uncovered := pk.apply(xs, listed)
+	pk.mu.Unlock()
+
+	for _, id := range uncovered {
+		if err := s.rebuildPack(ctx, id, listed[id]); err != nil {
+			return err
+		}
+	}
+	pk.mu.Lock()
+	pk.refreshes++
+	pk.mu.Unlock()
+	return nil
+}
+
+// apply takes in the pack indexes xs, read from a bucket whose packs are
+// listed, and returns the listed packs that neither they nor an earlier
+// index describes, to be rebuilt from their own tables. Called with mu
+// held.
+//
+// The outcome does not depend on the order of xs: a chunk stored in two
+// packs (by two processes, or moved by another process's GC) keeps the
+// second copy as an alternate, which takes over when the first is found
+// corrupt, superseded or gone.
+func (pk *packState) apply(xs []packIndex, listed map[PackID]Object) []PackID {
 	for _, x := range xs {
 		for _, id := range x.superseded {
 			pk.superseded[id] = true
@@ -231,15 +259,12 @@ func (s *Store) refreshLocked(ctx context.Context) error {
 			covered[part.id] = true
 			p := pk.known(part.id, o)
 			for _, e := range part.entries {
-				cur, ok := pk.index[e.d]
 				switch {
 				case e.flags&entryBad != 0:
-					if ok && cur.p == p {
-						delete(pk.index, e.d)
-					}
 					pk.bad(p, e.d)
-				case !ok && !pk.isBad(p, e.d):
-					pk.index[e.d] = chunkLoc{p: p, off: e.off, n: e.n, plain: e.plain}
+					pk.drop(e.d, p)
+				case !pk.isBad(p, e.d):
+					pk.add(e.d, chunkLoc{p: p, off: e.off, n: e.n, plain: e.plain})
 				}
 			}
 		}
@@ -263,17 +288,44 @@ func (s *Store) refreshLocked(ctx context.Context) error {
 			pk.known(id, o) // garbage for GC, with no entries
 		}
 	}
-	pk.mu.Unlock()
+	return uncovered
+}
 
-	for _, id := range uncovered {
-		if err := s.rebuildPack(ctx, id, listed[id]); err != nil {
-			return err
+// add records that chunk d is at loc: in the index if d is not there yet,
+// else as an alternate copy. Called with mu held.
+func (pk *packState) add(d Digest, loc chunkLoc) {
+	cur, ok := pk.index[d]
+	switch {
+	case !ok:
+		pk.index[d] = loc
+	case cur != loc && !slices.Contains(pk.alt[d], loc):
+		if pk.alt == nil {
+			pk.alt = map[Digest][]chunkLoc{}
+		}
+		pk.alt[d] = append(pk.alt[d], loc)
+	}
+}
+
+// drop forgets chunk d's copy in pack p; if the index named that copy, an
+// alternate that is still good takes its place. Called with mu held.
+func (pk *packState) drop(d Digest, p *pack) {
+	alts := slices.DeleteFunc(pk.alt[d], func(l chunkLoc) bool { return l.p == p })
+	if cur, ok := pk.index[d]; ok && cur.p == p {
+		delete(pk.index, d)
+		for len(alts) > 0 {
+			l := alts[0]
+			alts = alts[1:]
+			if pk.byID[l.p.id] == l.p && !pk.superseded[l.p.id] && !pk.isBad(l.p, d) {
+				pk.index[d] = l
+				break
+			}
 		}
 	}
-	pk.mu.Lock()
-	pk.refreshes++
-	pk.mu.Unlock()
-	return nil
+	if len(alts) == 0 {
+		delete(pk.alt, d)
+	} else {
+		pk.alt[d] = alts
+	}
 }
 
 // known returns the durable pack id, adding it if new. Called with mu held.
@@ -306,12 +358,17 @@ func (pk *packState) isBad(p *pack, d Digest) bool {
 
 // forget drops pack p and its entries. Called with mu held.
 func (pk *packState) forget(p *pack) {
+	delete(pk.byID, p.id)
 	for d, loc := range pk.index {
 		if loc.p == p {
-			delete(pk.index, d)
+			pk.drop(d, p)
 		}
 	}
-	delete(pk.byID, p.id)
+	for d, alts := range pk.alt {
+		if slices.ContainsFunc(alts, func(l chunkLoc) bool { return l.p == p }) {
+			pk.drop(d, p)
+		}
+	}
 }
 
 // rebuildPack reads a pack no pack index names (its index was lost in a
@@ -340,8 +397,8 @@ func (s *Store) rebuildPack(ctx context.Context, id PackID, o Object) error {
 	p := pk.known(id, o)
 	pk.rebuilt = true
 	for _, e := range good {
-		if _, ok := pk.index[e.d]; !ok {
-			pk.index[e.d] = chunkLoc{p: p, off: e.off, n: e.n, plain: e.plain}
+		if !pk.isBad(p, e.d) {
+			pk.add(e.d, chunkLoc{p: p, off: e.off, n: e.n, plain: e.plain})
 		}
 	}
 	return nil
@@ -575,9 +632,7 @@ func (s *Store) markBad(ctx context.Context, d Digest, loc chunkLoc) error {
 	defer pk.mu.Unlock()
 	pk.indexObjs[key] = true
 	pk.bad(loc.p, d)
-	if cur, ok := pk.index[d]; ok && cur == loc {
-		delete(pk.index, d)
-	}
+	pk.drop(d, loc.p)
 	return nil
 }
 
