@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	serve "github.com/coffer-backup/coffer/internal/server"
 )
 
 // server is the one `coffer serve` the soak runs, restarted on the same
@@ -101,30 +102,16 @@ func (s *server) start() error {
 		cmd.Wait()
 		close(exited)
 	}()
+	dir := serve.DataDir(s.dataDir)
 	deadline := time.Now().Add(90 * time.Second)
-	for {
-		raw, err := os.ReadFile(filepath.Join(s.dataDir, "endpoint"))
-		if err == nil && strings.TrimSpace(string(raw)) != "" {
-			s.endpoint = strings.TrimSpace(string(raw))
-			break
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("coffer serve exited at start (see %s)", s.logPath)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("coffer serve did not start in 90s (see %s)", s.logPath)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if s.endpoint, err = dir.AwaitEndpoint(exited, 90*time.Second); err != nil {
+		return fmt.Errorf("%w (see %s)", err, s.logPath)
 	}
 	if s.hc == nil {
-		pem, err := os.ReadFile(filepath.Join(s.dataDir, "tls", "cert.pem"))
+		pool, err := dir.CertPool()
 		if err != nil {
 			return err
 		}
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(pem)
 		s.hc = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
 	}
 	for time.Now().Before(deadline) {

@@ -213,3 +213,40 @@ func AdminToken(dir, name string, ttl time.Duration) (string, error) {
 	}
 	return auth.Signer{Key: key, TenantID: tenant, Clock: clock.Real{}}.Mint(admin, name, ttl)
 }
+
+// AwaitEndpoint waits for a starting serve to write its endpoint into the
+// directory (it writes the file empty first, then the URL) and returns the
+// URL. It gives up when exited is closed (the process ended) or after
+// timeout, with an error that says which.
+func (d DataDir) AwaitEndpoint(exited <-chan struct{}, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		raw, err := os.ReadFile(d.Path(EndpointFile))
+		if url := strings.TrimSpace(string(raw)); err == nil && url != "" {
+			return url, nil
+		}
+		select {
+		case <-exited:
+			return "", errors.New("coffer serve exited at start")
+		default:
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("coffer serve did not start in %s", timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// CertPool trusts the directory's TLS certificate, the self-signed one
+// serve made unless it was given another.
+func (d DataDir) CertPool() (*x509.CertPool, error) {
+	raw, err := os.ReadFile(d.Path(TLSCertFile))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(raw) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", d.Path(TLSCertFile))
+	}
+	return pool, nil
+}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +21,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/coffer-backup/coffer/internal/meta"
+	serve "github.com/coffer-backup/coffer/internal/server"
 	"github.com/coffer-backup/coffer/internal/testenv"
 	"github.com/google/uuid"
 )
@@ -165,30 +165,15 @@ func (s *server) start(extra ...string) {
 		close(done)
 	}()
 	go func() { <-done; s.exited <- s.cmd.Wait() }()
+	dir := serve.DataDir(s.dataDir)
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		raw, err := os.ReadFile(filepath.Join(s.dataDir, "endpoint"))
-		// The server may have created the file and not yet written it.
-		if err == nil && strings.TrimSpace(string(raw)) != "" {
-			s.endpoint = strings.TrimSpace(string(raw))
-			break
-		}
-		select {
-		case err := <-s.exited:
-			s.t.Fatalf("coffer serve exited: %v\n%s", err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("coffer serve did not start in 60s:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if s.endpoint, err = dir.AwaitEndpoint(done, 60*time.Second); err != nil {
+		s.t.Fatalf("%v:\n%s", err, logs.String())
 	}
-	pem, err := os.ReadFile(filepath.Join(s.dataDir, "tls", "cert.pem"))
+	pool, err := dir.CertPool()
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
 	// Every client of the suite (raw requests and the SDKs) goes through
 	// this transport, so every ARM response is checked against its schema.
 	s.client = &http.Client{Timeout: 30 * time.Second, Transport: schemaCheckingTransport{
