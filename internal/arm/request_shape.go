@@ -109,10 +109,14 @@ func (r requestReader) read(raw []byte, name, newest, path string) ([]byte, bool
 	if err != nil {
 		return nil, false, err
 	}
-	if sub := r.t.subtypeName(sh, keys, vals); sub != "" {
+	sub, known := r.t.subtypeName(sh, keys, vals)
+	if !known {
+		return raw, false, nil
+	}
+	if sub != "" {
 		sh, def = r.t.shapes[sub], strings.SplitN(sub, "#", 2)[1]
 	}
-	if sub := r.t.subtypeName(nsh, keys, vals); sub != "" {
+	if sub, _ := r.t.subtypeName(nsh, keys, vals); sub != "" {
 		nsh = r.t.shapes[sub]
 	}
 	changed := false
@@ -124,8 +128,11 @@ func (r requestReader) read(raw []byte, name, newest, path string) ([]byte, bool
 		if string(bytes.TrimSpace(vals[i])) == "null" || isExtension(k) {
 			continue
 		}
+		// Property names match in any case, as the providers' decoder (and
+		// Azure's) reads them.
+		k = propName(sh, k)
 		child, ok := sh.Props[k]
-		nchild := nsh.Props[k]
+		nchild := nsh.Props[propName(nsh, k)]
 		if !ok && sh.Map != "" {
 			child, nchild, ok = sh.Map, nsh.Map, true
 		}
@@ -172,21 +179,40 @@ func (r requestReader) read(raw []byte, name, newest, path string) ([]byte, bool
 	return b.Bytes(), true, nil
 }
 
-// subtypeName is the shape a discriminated object is read as, "" for sh
-// itself.
-func (t *shapeTable) subtypeName(sh *shape, keys []string, vals []json.RawMessage) string {
+// propName is the name sh spells k with, or k.
+func propName(sh *shape, k string) string {
+	if _, ok := sh.Props[k]; ok {
+		return k
+	}
+	for p := range sh.Props {
+		if strings.EqualFold(p, k) {
+			return p
+		}
+	}
+	return k
+}
+
+// subtypeName is the shape a discriminated object is read as: "" for sh
+// itself, and known false when the object names a subtype the version
+// does not list (the provider refuses that with its own code). The value
+// is matched as the providers match it, in any case.
+func (t *shapeTable) subtypeName(sh *shape, keys []string, vals []json.RawMessage) (name string, known bool) {
 	if sh.Disc == "" {
-		return ""
+		return "", true
 	}
 	for i, k := range keys {
 		var v string
-		if k == sh.Disc && json.Unmarshal(vals[i], &v) == nil {
-			if sub, ok := sh.Subs[v]; ok && t.shapes[sub] != nil && strings.Contains(sub, "#") {
-				return sub
+		if k != sh.Disc || json.Unmarshal(vals[i], &v) != nil {
+			continue
+		}
+		for value, sub := range sh.Subs {
+			if strings.EqualFold(value, v) && t.shapes[sub] != nil && strings.Contains(sub, "#") {
+				return sub, true
 			}
 		}
+		return "", len(sh.Subs) == 0
 	}
-	return ""
+	return "", true
 }
 
 // respell rewrites a string (or each string of an array) that is one of

@@ -44,6 +44,11 @@ func TestRequestsAreReadInTheirVersionsShape(t *testing.T) {
 		"/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/disks/{diskName}", "{}")
 	vaults, vaultSeen := echoRouter(t, "Microsoft.DataProtection", []string{"2021-01-01", "2024-04-01", "2026-06-01"}, "PUT",
 		"/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DataProtection/backupVaults/{vaultName}", "{}")
+	restores, restoreSeen := echoRouter(t, "Microsoft.DataProtection", []string{"2026-06-01"}, "POST",
+		"/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DataProtection/backupVaults/{vaultName}/backupInstances/{backupInstanceName}/restore", "{}")
+	restore := shapeTestGroup + "/providers/Microsoft.DataProtection/backupVaults/v1/backupInstances/i1/restore"
+	const lowerSubtype = `{"objectType":"AzureBackupRecoveryPointBasedRestoreRequest","recoveryPointId":"r","sourceDataStoreType":"OperationalStore","restoreTargetInfo":{"objectType":"restoreTargetInfo","recoveryOption":"FailIfExists","restoreLocation":"westus","datasourceInfo":{"objectType":"Datasource","resourceID":"x"}}}`
+	const unknownSubtype = `{"objectType":"AzureBackupRecoveryPointBasedRestoreRequest","recoveryPointId":"r","restoreTargetInfo":{"objectType":"NoSuchTarget","anything":1}}`
 	disk := shapeTestGroup + "/providers/Microsoft.Compute/disks/d1"
 	vault := shapeTestGroup + "/providers/Microsoft.DataProtection/backupVaults/v1"
 	const plus = `{"location":"westus","properties":{"creationData":{"createOption":"Empty","performancePlus":true},"diskSizeGB":1}}`
@@ -68,12 +73,22 @@ func TestRequestsAreReadInTheirVersionsShape(t *testing.T) {
 		{"a version that spells it OperationalStore is read as it is", vaults, vaultSeen, vault, "2026-06-01", operationalStore, 200, operationalStore},
 		{"a property unknown in every version", vaults, vaultSeen, vault, "2026-06-01", `{"location":"westus","properties":{"storageSetings":[]}}`, 400,
 			`which api-version '2026-06-01' of Microsoft.DataProtection does not define`},
+		{"a subtype named in another case is read as that subtype", restores, restoreSeen, restore, "2026-06-01", lowerSubtype, 200, lowerSubtype},
+		{"a restore's unknown property is refused", restores, restoreSeen, restore, "2026-06-01", strings.Replace(lowerSubtype, `"recoveryPointId"`, `"recoveryPoint"`, 1), 400,
+			`'recoveryPoint'`},
+		{"a property named in another case is that property", restores, restoreSeen, restore, "2026-06-01", strings.Replace(lowerSubtype, `"recoveryPointId"`, `"RecoveryPointID"`, 1), 200,
+			strings.Replace(lowerSubtype, `"recoveryPointId"`, `"RecoveryPointID"`, 1)},
+		{"an unknown subtype is left to the provider", restores, restoreSeen, restore, "2026-06-01", unknownSubtype, 200, unknownSubtype},
 		{"not JSON is left to the handler", disks, diskSeen, disk, "2022-07-02", `not json`, 200, `not json`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			*c.seen = ""
-			status, got := call(c.rt, "PUT", c.path, c.version, c.body)
+			method := "PUT"
+			if strings.HasSuffix(c.path, "/restore") {
+				method = "POST"
+			}
+			status, got := call(c.rt, method, c.path, c.version, c.body)
 			if status == 200 {
 				got = *c.seen
 			}
