@@ -14,7 +14,7 @@ const shapeTestGroup = "/subscriptions/00000000-0000-0000-0000-000000000001/reso
 
 // echoRouter serves pattern for method at versions, answering 200 with
 // body; *seen is the body the last request reached the handler with.
-func echoRouter(t *testing.T, provider string, versions []string, method, pattern, body string) (*Router, *string) {
+func echoRouter(t testing.TB, provider string, versions []string, method, pattern, body string) (*Router, *string) {
 	t.Helper()
 	rt := NewRouter(anyToken{}, nil, discard(), nil)
 	seen := new(string)
@@ -256,4 +256,44 @@ func enumIn(path, def, prop string) []string {
 		return sh.Enums[prop]
 	}
 	return nil
+}
+
+// FuzzRequestBody: whatever body a client sends, the front door answers
+// the handler's 200 or a 400 CloudError, never a panic or a 500, and what
+// it hands the handler is valid JSON whenever the client's body was.
+func FuzzRequestBody(f *testing.F) {
+	f.Add(`{"location":"westus","properties":{"storageSettings":[{"datastoreType":"SnapshotStore","type":"LocallyRedundant"}]}}`)
+	f.Add(`{"properties":{"creationData":{"createOption":"Empty","performancePlus":true}},"tags":{"a":null}}`)
+	f.Add(`{"objectType":"restoreTargetInfo","properties":[1,{"x":"y"}],"identity":{"type":"SystemAssigned"}}`)
+	f.Add(`[{"a":1}]`)
+	vaults, vaultSeen := echoRouter(f, "Microsoft.DataProtection", []string{"2021-01-01"}, "PUT",
+		"/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DataProtection/backupVaults/{vaultName}", "{}")
+	disks, diskSeen := echoRouter(f, "Microsoft.Compute", []string{"2022-07-02"}, "PUT",
+		"/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Compute/disks/{diskName}", "{}")
+	f.Fuzz(func(t *testing.T, body string) {
+		for _, c := range []struct {
+			rt            *Router
+			seen          *string
+			path, version string
+		}{
+			{vaults, vaultSeen, shapeTestGroup + "/providers/Microsoft.DataProtection/backupVaults/v1", "2021-01-01"},
+			{disks, diskSeen, shapeTestGroup + "/providers/Microsoft.Compute/disks/d1", "2022-07-02"},
+		} {
+			*c.seen = ""
+			status, got := call(c.rt, "PUT", c.path, c.version, body)
+			switch status {
+			case 200:
+				if json.Valid([]byte(body)) && !json.Valid([]byte(*c.seen)) {
+					t.Fatalf("%q reached the handler as %q", body, *c.seen)
+				}
+			case 400:
+				var ce struct{ Error struct{ Code string } }
+				if json.Unmarshal([]byte(got), &ce) != nil || ce.Error.Code == "" {
+					t.Fatalf("%q: 400 is no CloudError: %s", body, got)
+				}
+			default:
+				t.Fatalf("%q: %d %s", body, status, got)
+			}
+		}
+	})
 }
