@@ -30,8 +30,9 @@ type valueChange struct {
 	old map[string]string
 }
 
-// valueChanges lists what is known. DataProtection's job status: every
-// DataProtection spec up to 2024-04-01 describes AzureBackupJob.status as
+// valueChanges lists what is known. DataProtection's job status: the
+// DataProtection specs up to 2024-04-01 (read: 2021-01-01, 2022-12-01,
+// 2024-02-01-preview, 2024-04-01) describe AzureBackupJob.status as
 // "InProgress/Success/Failed/Cancelled/SuccessWithWarning"; 2025-01-01 and
 // later as "InProgress/Completed/Failed/Cancelled/CompletedWithWarnings/
 // Cancelling/Paused" (stable/2024-04-01 and stable/2025-01-01
