@@ -32,4 +32,12 @@
 //     specs the e2e suite vendors). Every answer after the api-version
 //     check is written in its version's shape: properties the version does
 //     not define are dropped, the order of the rest kept.
+//   - Request shape: the body parameter's schema at one api-version, from
+//     the same table. A request setting a property its version does not
+//     define is refused (400 InvalidRequestContent) rather than accepted
+//     and ignored; nulls and read-only echoes pass; an older spelling of a
+//     value is rewritten to the current one before a provider reads it.
+//   - Value texts: values whose text changed between versions with no
+//     schema to say so (valueChanges, checked against the vendored specs),
+//     written in the version's text and read back from it.
 package arm

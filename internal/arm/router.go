@@ -375,7 +375,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	var out http.ResponseWriter = rec
 	if route != nil && apiVersion != "" {
 		if op, _ := rt.shapes.shapeFor(route, apiVersion); op != nil {
-			out = &shapingWriter{ResponseWriter: rec, table: rt.shapes, op: op}
+			out = &shapingWriter{ResponseWriter: rec, table: rt.shapes, op: op, values: textsAt(route.Versions.Provider, apiVersion)}
 		}
 	}
 	principal, err := rt.authenticate(hr)
@@ -461,6 +461,12 @@ func (rt *Router) serve(w http.ResponseWriter, hr *http.Request, route *Route, r
 		if !utf8.Valid(body) {
 			WriteError(w, errs.E(errs.Invalid, "InvalidRequestContent", "The request content was invalid and could not be deserialized: it is not valid UTF-8."))
 			return
+		}
+		if req.APIVersion != "" {
+			if body, err = rt.shapes.readRequest(route, req.APIVersion, body); err != nil {
+				WriteError(w, err)
+				return
+			}
 		}
 		req.Body = body
 	}

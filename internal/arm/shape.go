@@ -34,6 +34,7 @@ type shapeOp struct {
 	Provider  string            `json:"provider"`
 	Version   string            `json:"version"`
 	Key       string            `json:"key"`
+	Request   string            `json:"request"`
 	Responses map[string]string `json:"responses"`
 }
 
@@ -44,6 +45,9 @@ type shape struct {
 	Open  bool              `json:"open"`
 	Disc  string            `json:"disc"`
 	Subs  map[string]string `json:"subs"`
+	// Enums and ReadOnly are read by readRequest.
+	Enums    map[string][]string `json:"enums"`
+	ReadOnly []string            `json:"readOnly"`
 }
 
 var loadShapes = sync.OnceValue(func() *shapeTable {
@@ -116,6 +120,7 @@ type shapingWriter struct {
 	http.ResponseWriter
 	table  *shapeTable
 	op     *shapeOp
+	values valueTexts
 	status int
 }
 
@@ -137,7 +142,7 @@ func (w *shapingWriter) Write(b []byte) (int, error) {
 	if !ok || !strings.HasPrefix(w.Header().Get("Content-Type"), "application/json") {
 		return w.ResponseWriter.Write(b)
 	}
-	out, err := w.table.prune(bytes.TrimSpace(b), name)
+	out, err := w.table.prune(bytes.TrimSpace(b), name, w.values)
 	if err != nil {
 		return w.ResponseWriter.Write(b) // not ours to judge: written as it was
 	}
@@ -148,8 +153,9 @@ func (w *shapingWriter) Write(b []byte) (int, error) {
 }
 
 // prune rewrites the JSON value raw keeping only what shape name defines,
-// in the order it was written.
-func (t *shapeTable) prune(raw []byte, name string) ([]byte, error) {
+// in the order it was written, and writing values in the texts of the
+// version asked for.
+func (t *shapeTable) prune(raw []byte, name string, values valueTexts) ([]byte, error) {
 	sh := t.shapes[name]
 	if name == "" || name == "*" || sh == nil || sh.Open || len(raw) == 0 {
 		return raw, nil
@@ -169,7 +175,7 @@ func (t *shapeTable) prune(raw []byte, name string) ([]byte, error) {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			out, err := t.prune(it, sh.Items)
+			out, err := t.prune(it, sh.Items, values)
 			if err != nil {
 				return nil, err
 			}
@@ -190,11 +196,12 @@ func (t *shapeTable) prune(raw []byte, name string) ([]byte, error) {
 			var v string
 			if k == sh.Disc && json.Unmarshal(vals[i], &v) == nil {
 				if sub, ok := sh.Subs[v]; ok && t.shapes[sub] != nil {
-					sh = t.shapes[sub]
+					sh, name = t.shapes[sub], sub
 				}
 			}
 		}
 	}
+	_, def, _ := strings.Cut(name, "#")
 	var b bytes.Buffer
 	b.WriteByte('{')
 	n := 0
@@ -209,10 +216,11 @@ func (t *shapeTable) prune(raw []byte, name string) ([]byte, error) {
 		if !ok {
 			continue
 		}
-		out, err := t.prune(vals[i], child)
+		out, err := t.prune(vals[i], child, values)
 		if err != nil {
 			return nil, err
 		}
+		out = values.toVersion(def, k, sh.Enums[k], out)
 		if n > 0 {
 			b.WriteByte(',')
 		}

@@ -236,7 +236,8 @@ func testBackupAndRestoreSDK(t *testing.T, s *server, factory *armdataprotection
 		t.Fatal(err)
 	}
 	j := job.Properties
-	if *j.Status != "Completed" || *j.Operation != "Backup" || !*j.IsUserTriggered || *j.DataSourceID != diskID ||
+	// 2024-04-01, the SDK's version, describes a finished job as Success.
+	if *j.Status != "Success" || *j.Operation != "Backup" || !*j.IsUserTriggered || *j.DataSourceID != diskID ||
 		*j.VaultName != "sdkvault" || j.EndTime == nil || j.Duration == nil || *j.OperationCategory != "Backup" || *j.PolicyName != "daily" {
 		t.Fatalf("backup job: %+v", j)
 	}
@@ -341,7 +342,7 @@ func testBackupAndRestoreSDK(t *testing.T, s *server, factory *armdataprotection
 			t.Fatal(err)
 		}
 		for _, j := range page.Value {
-			if *j.Properties.Operation == "Restore" && *j.Properties.Status == "Completed" {
+			if *j.Properties.Operation == "Restore" && *j.Properties.Status == "Success" {
 				restores++
 				if j.Properties.ExtendedInfo == nil || j.Properties.ExtendedInfo.RecoveryDestination == nil ||
 					j.Properties.ExtendedInfo.SourceRecoverPoint == nil {

@@ -41,7 +41,8 @@ type Op struct {
 	Provider  string            `json:"provider"`
 	Version   string            `json:"version"`
 	Key       string            `json:"key"`
-	Responses map[string]string `json:"responses"` // status or "default" -> shape ("" keeps the body)
+	Request   string            `json:"request,omitempty"` // the body parameter's shape
+	Responses map[string]string `json:"responses"`         // status or "default" -> shape ("" keeps the body)
 }
 
 type Shape struct {
@@ -51,6 +52,11 @@ type Shape struct {
 	Open  bool              `json:"open,omitempty"`
 	Disc  string            `json:"disc,omitempty"`
 	Subs  map[string]string `json:"subs,omitempty"`
+	// Enums: the values a string property (or the items of an array
+	// property) may take, as the spec spells them.
+	Enums map[string][]string `json:"enums,omitempty"`
+	// ReadOnly: properties the service sets; a client may echo them back.
+	ReadOnly []string `json:"readOnly,omitempty"`
 }
 
 type entry struct{ Provider, Version, Path string }
@@ -99,6 +105,13 @@ func generate(root string) (*Table, error) {
 						return nil, fmt.Errorf("%s: two operations reduce to %s", e.Path, k)
 					}
 					dup[seen] = true
+					request := ""
+					for _, p := range params {
+						p := g.deref(e.Path, p.(map[string]any))
+						if s, ok := p["schema"].(map[string]any); ok && p["in"] == "body" {
+							request = g.shapeOf(e.Path, s)
+						}
+					}
 					resp := map[string]string{}
 					responses := op["responses"].(map[string]any)
 					for _, code := range sortedKeys(responses) {
@@ -107,7 +120,7 @@ func generate(root string) (*Table, error) {
 							resp[code] = g.shapeOf(e.Path, s)
 						}
 					}
-					t.Ops = append(t.Ops, Op{Provider: e.Provider, Version: e.Version, Key: k, Responses: resp})
+					t.Ops = append(t.Ops, Op{Provider: e.Provider, Version: e.Version, Key: k, Request: request, Responses: resp})
 				}
 			}
 		}
@@ -248,6 +261,43 @@ func (g *generator) shapeOf(file string, s map[string]any) string {
 	return name
 }
 
+// enumOf returns the enum of a string schema, or of an array's items,
+// following references.
+func (g *generator) enumOf(file string, s map[string]any) []string {
+	if ref, ok := s["$ref"].(string); ok {
+		f, ptr := g.resolve(file, ref)
+		var cur any = g.docs[f]
+		for _, p := range strings.Split(strings.TrimPrefix(ptr, "/"), "/") {
+			cur = cur.(map[string]any)[p]
+		}
+		return g.enumOf(f, cur.(map[string]any))
+	}
+	if items, ok := s["items"].(map[string]any); ok {
+		return g.enumOf(file, items)
+	}
+	var values []string
+	for _, v := range slice(s["enum"]) {
+		if v, ok := v.(string); ok {
+			values = append(values, v)
+		}
+	}
+	return values
+}
+
+// mergeNames is the sorted union of two name lists.
+func mergeNames(a, b []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range append(append([]string{}, a...), b...) {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 func scalar(s map[string]any) bool {
 	switch s["type"] {
 	case "string", "integer", "number", "boolean":
@@ -262,7 +312,17 @@ func (g *generator) fill(file string, s map[string]any, sh *Shape) {
 			sh.Props = map[string]string{}
 		}
 		for _, n := range sortedKeys(props) {
-			sh.Props[n] = g.shapeOf(file, props[n].(map[string]any))
+			p := props[n].(map[string]any)
+			sh.Props[n] = g.shapeOf(file, p)
+			if values := g.enumOf(file, p); len(values) > 0 {
+				if sh.Enums == nil {
+					sh.Enums = map[string][]string{}
+				}
+				sh.Enums[n] = values
+			}
+			if p["readOnly"] == true {
+				sh.ReadOnly = append(sh.ReadOnly, n)
+			}
 		}
 	}
 	if items, ok := s["items"].(map[string]any); ok {
@@ -286,6 +346,13 @@ func (g *generator) fill(file string, s map[string]any, sh *Shape) {
 			for k, v := range p.Props {
 				sh.Props[k] = v
 			}
+			for k, v := range p.Enums {
+				if sh.Enums == nil {
+					sh.Enums = map[string][]string{}
+				}
+				sh.Enums[k] = v
+			}
+			sh.ReadOnly = mergeNames(sh.ReadOnly, p.ReadOnly)
 			if p.Map != "" {
 				sh.Map = p.Map
 			}

@@ -228,7 +228,8 @@ def main():
         fail("jobs: %d" % len(jobs))
     job = protection.jobs.get("vaults", "pyvault", jobs[0].name)
     p = job.properties
-    if p.status != "Completed" or p.operation != "Backup" or p.data_source_id.lower() != disk.id.lower():
+    # 2022-12-01, the SDK's version, describes a finished job as Success.
+    if p.status != "Success" or p.operation != "Backup" or p.data_source_id.lower() != disk.id.lower():
         fail("job: %r" % job.as_dict())
     step("jobs", count=len(jobs))
 
