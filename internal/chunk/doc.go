@@ -41,13 +41,13 @@
 // # Ordering and durability
 //
 // A snapshot is written chunks first, index last: Put every chunk, then
-// PutIndex. Put appends to the open pack; PutIndex flushes (writes the
-// packs, one syncfs(2) on a directory bucket, nothing on S3, whose writes
-// are durable when they return; then their pack index), writes the index
-// and syncs again, so an index is never visible, after a crash either,
-// before the chunks it names. A pack index lost in a crash is rebuilt
-// from the packs' own tables. A crash before PutIndex leaves only
-// unreferenced chunks, which GC removes.
+// PutIndex. Put seals into a place it reserves in the open pack;
+// PutIndex flushes (writes the packs, one syncfs(2) on a directory
+// bucket, nothing on S3, whose writes are durable when they return; then
+// their pack index), writes the index and syncs again, so an index is
+// never visible, after a crash either, before the chunks it names. A
+// pack index lost in a crash is rebuilt from the packs' own tables. A
+// crash before PutIndex leaves only unreferenced chunks, which GC removes.
 //
 // In the process that put it, a chunk counts as stored (Has, dedup) from
 // the moment it is in a pack, durable or not: whoever names it in an index

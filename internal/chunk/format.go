@@ -102,10 +102,19 @@ func (c *codec) getBuf(n int) *[]byte {
 func (c *codec) putBuf(p *[]byte) { c.bufs.Put(p) }
 
 // seal builds the object body for plain, whose digest is d, in *buf. The
-// result aliases *buf. The plaintext is read once by the encoder, or, when
+// result aliases *buf.
+func (c *codec) seal(d Digest, plain []byte, buf *[]byte) []byte {
+	return c.sealTo(d, plain, buf, func(n int) []byte { return (*buf)[:n] })
+}
+
+// sealTo builds the object body for plain, whose digest is d, in the n
+// bytes place(n) returns, and returns them. *buf is scratch space for the
+// compressed payload. The plaintext is read once by the encoder, or, when
 // the sample says it will not shrink (worthCompressing) or it did not,
 // once by AES-GCM, which writes the ciphertext straight into the body.
-func (c *codec) seal(d Digest, plain []byte, buf *[]byte) []byte {
+// place is called once, when the body's length is known, so a pack can
+// hand out its own bytes and the body is never copied after it is sealed.
+func (c *codec) sealTo(d Digest, plain []byte, buf *[]byte, place func(n int) []byte) []byte {
 	hdr := plainHeaderLen
 	if c.aead != nil {
 		hdr = sealHeaderLen
@@ -114,26 +123,30 @@ func (c *codec) seal(d Digest, plain []byte, buf *[]byte) []byte {
 	if cap(*buf) < need {
 		*buf = directio.AlignedBuf(need)
 	}
-	b := (*buf)[:hdr]
 
 	flags := byte(0)
 	payload := plain // what is sealed or stored
 	if worthCompressing(plain) {
-		if z := c.enc.EncodeAll(plain, b[hdr:hdr]); len(z) < len(plain) {
+		if z := c.enc.EncodeAll(plain, (*buf)[hdr:hdr]); len(z) < len(plain) {
 			flags |= flagCompressed
 			payload = z // in *buf: need covers the encoder's bound
 		}
 	}
+	n := hdr + len(payload)
+	if c.aead != nil {
+		n += tagLen
+	}
+	b := place(n)
 
 	copy(b[0:4], chunkMagic)
 	b[5], b[6], b[7] = 0, 0, 0
 	binary.LittleEndian.PutUint32(b[8:12], uint32(len(plain)))
 	if c.aead == nil {
 		b[4] = flags
-		if &payload[0] != &(*buf)[:need][hdr] { // not already in the body
-			payload = append(b[hdr:hdr], payload...)
+		if len(payload) > 0 && &payload[0] != &b[hdr] { // not already in the body
+			copy(b[hdr:], payload)
 		}
-		return b[:hdr+len(payload)]
+		return b
 	}
 	b[4] = flags | flagEncrypted
 	copy(b[plainHeaderLen:], c.keyID[:])
@@ -142,10 +155,10 @@ func (c *codec) seal(d Digest, plain []byte, buf *[]byte) []byte {
 		panic("crypto/rand failed: " + err.Error()) // documented never to fail on Linux
 	}
 	ad := additionalData(b, d)
-	// In place when compressed (payload starts at b[hdr:]); from plain
-	// into the body otherwise.
-	sealed := c.aead.Seal(b[hdr:hdr], nonce, payload, ad[:])
-	return b[:hdr+len(sealed)]
+	// In place when the payload is already at b[hdr:] (compressed into
+	// the same buffer); from plain or the scratch buffer otherwise.
+	c.aead.Seal(b[hdr:hdr], nonce, payload, ad[:])
+	return b
 }
 
 // additionalData is what GCM authenticates beside the payload: the header

@@ -302,3 +302,90 @@ func quarantineSeenByOtherProcess(t *testing.T) {
 		t.Fatalf("a process started after the chunk was stored again: Get: %v", err)
 	}
 }
+
+// TestConcurrentPutsFillOnePack: Puts seal their objects into the open
+// pack at once, in whatever order they finish, with Syncs in between. A
+// fresh process that has lost every pack index (so it reads each pack's
+// own table, which must list the objects in order) finds every chunk a
+// Put returned before the last Sync.
+func TestConcurrentPutsFillOnePack(t *testing.T) {
+	ctx := t.Context()
+	key := chunktest.Key(t)
+	b := memblob.OpenBucket(nil)
+	defer b.Close()
+	s, err := chunk.New(b, chunk.Options{Key: key, PackSize: 3 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const workers, each = 8, 12
+	data := make([][]byte, workers*each)
+	digests := make([]chunk.Digest, len(data))
+	var wg sync.WaitGroup
+	errc := make(chan error, workers+1)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(data); i += workers {
+				// Sizes vary so that objects end mid-pack and packs close
+				// with Puts still filling them; half compress.
+				n := (64 << 10) + (i%7)*(100<<10)
+				if i%2 == 0 {
+					data[i] = chunktest.Compressible(n, uint64(i))
+				} else {
+					data[i] = chunktest.Random(n)
+				}
+				d, _, err := s.Put(ctx, data[i])
+				if err != nil {
+					errc <- err
+					return
+				}
+				digests[i] = d
+				if i%10 == 0 {
+					if err := s.Sync(ctx); err != nil {
+						errc <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+
+	var indexes []string
+	it := b.List(&blob.ListOptions{Prefix: "packindex/"})
+	for {
+		o, err := it.Next(ctx)
+		if err != nil {
+			break
+		}
+		indexes = append(indexes, o.Key)
+	}
+	if len(indexes) == 0 {
+		t.Fatal("no pack index written")
+	}
+	for _, k := range indexes {
+		if err := b.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh, err := chunk.New(b, chunk.Options{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	for i, d := range digests {
+		got, err := fresh.Get(ctx, d, len(data[i]))
+		if err != nil || !bytes.Equal(got, data[i]) {
+			t.Fatalf("chunk %d of %d bytes, read from its pack's own table: %v", i, len(data[i]), err)
+		}
+	}
+}

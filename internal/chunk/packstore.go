@@ -38,6 +38,16 @@ type pack struct {
 	size    int64
 	modTime time.Time
 
+	// Filling. A Put reserves its object's bytes in buf under the lock
+	// and seals into them outside it, so Puts fill one pack at once and
+	// no object is copied into a pack after it is sealed. The table is
+	// appended (seal) once the pack is closed to new reservations and
+	// the last Put filling it has finished.
+	reserved int           // objects reserved, filled or not
+	filling  int           // reserved objects not filled yet
+	closed   bool          // no more reservations
+	ready    chan struct{} // closed once the table is appended
+
 	writeMu sync.Mutex // one writer of buf at a time
 }
 
@@ -58,7 +68,8 @@ type packState struct {
 	index      map[Digest]chunkLoc
 	byID       map[PackID]*pack
 	superseded map[PackID]bool
-	open       *pack   // being filled
+	open       *pack   // taking reservations
+	closing    []*pack // closed, waiting for the Puts filling them
 	sealed     []*pack // full or flushed, not yet durable, in seal order
 	indexObjs  map[string]bool
 	refreshes  int // completed refreshes, so concurrent misses share one
@@ -88,7 +99,15 @@ func newPackState(size int64) *packState {
 	}
 }
 
-func (pk *packState) newBuf() []byte {
+// newBuf returns a buffer for a pack whose first object is n bytes long:
+// a pooled one of the pack size plus room for one more object of up to
+// 2 MiB and the table, or a larger one for a larger object.
+func (pk *packState) newBuf(n int) []byte {
+	if want := packHeaderLen + n + tocRoom(1); want > int(pk.size)+2<<20 {
+		b := directio.AlignedBuf(want)[:packHeaderLen]
+		copy(b, packMagic)
+		return b
+	}
 	if b, ok := pk.bufs.Get().(*[]byte); ok {
 		return (*b)[:packHeaderLen]
 	}
@@ -96,6 +115,9 @@ func (pk *packState) newBuf() []byte {
 	copy(b, packMagic)
 	return b
 }
+
+// tocRoom is the room the table of a pack of n objects takes.
+func tocRoom(n int) int { return n*packEntryLen + packFooterLen }
 
 func (pk *packState) freeBuf(b []byte) {
 	if cap(b) >= int(pk.size) {
@@ -404,8 +426,8 @@ func (s *Store) rebuildPack(ctx context.Context, id PackID, o Object) error {
 	return nil
 }
 
-// putPacked appends chunk d's object to the open pack, and writes the
-// pack if that filled it.
+// putPacked seals chunk d's object into the open pack, and writes the
+// packs that this made ready.
 func (s *Store) putPacked(ctx context.Context, d Digest, plain []byte) (int64, error) {
 	if err := s.loadPacks(ctx); err != nil {
 		return 0, err
@@ -425,26 +447,28 @@ func (s *Store) putPacked(ctx context.Context, d Digest, plain []byte) (int64, e
 	}
 	buf := s.codec.getBuf(sealHeaderLen + len(plain) + tagLen)
 	defer s.codec.putBuf(buf)
-	body := s.codec.seal(d, plain, buf)
+	var p *pack
+	var off int
+	var ready []*pack
+	body := s.codec.sealTo(d, plain, buf, func(n int) []byte {
+		pk.mu.Lock()
+		defer pk.mu.Unlock()
+		p, off, ready = pk.reserve(n)
+		return p.buf[off : off+n : off+n]
+	})
 
 	pk.mu.Lock()
-	p := pk.open
-	if p == nil {
-		p = &pack{buf: pk.newBuf()}
-		pk.open = p
-	}
-	off := len(p.buf)
-	p.buf = grow(p.buf, body)
 	e := packEntry{d: d, off: uint32(off), n: uint32(len(body)), plain: uint32(len(plain))}
 	p.entries = append(p.entries, e)
 	pk.index[d] = chunkLoc{p: p, off: e.off, n: e.n, plain: e.plain}
-	full := int64(len(p.buf)) >= pk.size
-	if full {
+	p.filling--
+	if p.closed && p.filling == 0 {
 		pk.seal(p)
+		ready = append(ready, p)
 	}
 	pk.mu.Unlock()
-	if full {
-		if err := s.writePack(ctx, p); err != nil {
+	for _, r := range ready {
+		if err := s.writePack(ctx, r); err != nil {
 			// The pack stays sealed in memory; the next Flush writes it.
 			return int64(len(body)), err
 		}
@@ -452,12 +476,54 @@ func (s *Store) putPacked(ctx context.Context, d Digest, plain []byte) (int64, e
 	return int64(len(body)), nil
 }
 
-// seal closes the open pack p: its table is appended and it joins the
-// packs to write. Called with mu held.
+// reserve returns n bytes at off in the open pack p for a Put to fill,
+// opening a pack if there is none or the open one has no room, and
+// closing it once it reaches the pack size. It returns the packs it
+// sealed (closed with no Put filling them), for the caller to write.
+// Called with mu held.
+func (pk *packState) reserve(n int) (p *pack, off int, ready []*pack) {
+	if p = pk.open; p != nil && len(p.buf)+n+tocRoom(p.reserved+1) > cap(p.buf) {
+		if pk.close(p) {
+			ready = append(ready, p)
+		}
+		p = nil
+	}
+	if p == nil {
+		p = &pack{buf: pk.newBuf(n), ready: make(chan struct{})}
+		pk.open = p
+	}
+	off = len(p.buf)
+	p.buf = p.buf[:off+n]
+	p.reserved++
+	p.filling++
+	if int64(len(p.buf)) >= pk.size {
+		pk.close(p) // p.filling > 0: the last Put to fill it seals it
+	}
+	return p, off, ready
+}
+
+// close ends reservations in the open pack p and seals it if no Put is
+// filling it, reporting whether it did. Called with mu held.
+func (pk *packState) close(p *pack) bool {
+	pk.open, p.closed = nil, true
+	if p.filling == 0 {
+		pk.seal(p)
+		return true
+	}
+	pk.closing = append(pk.closing, p)
+	return false
+}
+
+// seal appends the table of closed pack p, whose reservations are all
+// filled, and adds it to the packs to write. Called with mu held.
 func (pk *packState) seal(p *pack) {
+	// Entries in the order of their objects, as a pack's table lists
+	// them; Puts fill their reservations in any order.
+	slices.SortFunc(p.entries, func(a, b packEntry) int { return int(a.off) - int(b.off) })
 	p.buf = appendTOC(p.buf, p.entries)
-	pk.open = nil
+	pk.closing = slices.DeleteFunc(pk.closing, func(q *pack) bool { return q == p })
 	pk.sealed = append(pk.sealed, p)
+	close(p.ready)
 }
 
 // writePack writes sealed pack p, once.
@@ -502,8 +568,21 @@ func (s *Store) flushPacks(ctx context.Context) (bool, error) {
 	defer pk.flushMu.Unlock()
 	pk.mu.Lock()
 	if p := pk.open; p != nil {
-		pk.seal(p)
+		pk.close(p)
 	}
+	filling := slices.Clone(pk.closing)
+	pk.mu.Unlock()
+	// Puts still filling a closed pack have not returned, so the flush
+	// need not cover them; but their packs hold chunks that Puts before
+	// the flush did return, so it waits for them to be sealed.
+	for _, p := range filling {
+		select {
+		case <-p.ready:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	pk.mu.Lock()
 	todo := slices.Clone(pk.sealed)
 	pk.mu.Unlock()
 	if len(todo) == 0 {

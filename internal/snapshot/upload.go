@@ -10,6 +10,7 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/clock"
+	"github.com/coffer-backup/coffer/internal/directio"
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/volume"
 )
@@ -393,7 +394,8 @@ func (u *upload) run(ctx context.Context, spans []span) error {
 	for range workers {
 		g.Go(func() error {
 			defer func() { wg <- struct{}{} }()
-			buf := make([]byte, u.cs)
+			// Aligned, so a volume reads into it with O_DIRECT.
+			buf := directio.AlignedBuf(int(u.cs))[:u.cs]
 			for i := range next {
 				r, err := u.readAndStore(gctx, i, buf)
 				if err != nil {

@@ -255,6 +255,75 @@ func (s *segmented) writeDirect(p []byte, off int64) (bool, error) {
 	return true, nil
 }
 
+// readDirect reads p at off with O_DIRECT, as ReadAt does through the
+// page cache. It reports false, having read nothing, when the file system
+// does not do direct I/O; the caller then reads through the cache. p and
+// off must be directio.Usable. O_DIRECT reads first write back what the
+// cache holds dirty in their range, so they see every completed write.
+func (s *segmented) readDirect(p []byte, off int64) (bool, error) {
+	for done := 0; done < len(p); {
+		if s.noDirect.Load() {
+			if done > 0 {
+				_, err := s.ReadAt(p[done:], off+int64(done))
+				return true, err
+			}
+			return false, nil
+		}
+		pos := off + int64(done)
+		i := pos >> s.shift
+		n := int(min(int64(len(p)-done), (i+1)<<s.shift-pos))
+		q := p[done : done+n]
+		if _, f, err := s.file(int(i), false); err != nil {
+			return done > 0, err
+		} else if f == nil { // a made file's unwritten segment
+			clear(q)
+			done += n
+			continue
+		}
+		_, f, err := s.directFile(int(i))
+		if err != nil {
+			return done > 0, err
+		}
+		if f == nil {
+			continue // noDirect is set now
+		}
+		got, err := preadFull(f, q, pos-i<<s.shift)
+		if errors.Is(err, unix.EINVAL) {
+			s.noDirect.Store(true)
+			continue
+		}
+		if err != nil {
+			return true, err
+		}
+		clear(q[got:]) // past the segment file's end: zeros
+		done += n
+	}
+	return true, nil
+}
+
+// preadFull reads p at off until it is full or the file ends, and returns
+// how much it read.
+func preadFull(f *os.File, p []byte, off int64) (int, error) {
+	got := 0
+	for got < len(p) {
+		n, err := unix.Pread(int(f.Fd()), p[got:], off+int64(got))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return got, err
+		}
+		if n == 0 {
+			break
+		}
+		got += n
+		if got%directio.Align != 0 {
+			break // the file's unaligned end
+		}
+	}
+	return got, nil
+}
+
 func (s *segmented) directFile(i int) (*segment, *os.File, error) {
 	segs := *s.segs.Load()
 	seg := segs[i]
