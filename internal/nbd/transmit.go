@@ -56,6 +56,7 @@ func (c *conn) transmit() {
 	c.reqs = make(chan request, n)
 	c.inflight = make(chan struct{}, 4*n)
 	_, c.buffered = c.nc.(*tls.Conn)
+	c.resident, _ = c.exp.(Residency)
 	c.workerWG.Add(n)
 	for range n {
 		go c.workLoop()
@@ -123,8 +124,28 @@ func (c *conn) readLoop() error {
 			c.send(c.errReply(r, errno))
 			continue
 		}
+		if c.inline(r) {
+			c.send(c.do(r))
+			continue
+		}
 		c.reqs <- r
 	}
+}
+
+// inlineReadMax is the largest read the receiving goroutine runs itself;
+// past it the copy, not the hand-off, is what a read costs.
+const inlineReadMax = 64 << 10
+
+// inline reports whether the goroutine that received r runs it itself
+// instead of handing it to a worker: a small read that the export says is
+// in memory, when no further request is buffered (the receiver would
+// otherwise only wait for the socket). A 4 KiB read from the page cache
+// costs less than the wake-up of the worker it would be handed to; a read
+// that may wait for a device is handed off, so it does not hold up
+// receiving the requests behind it.
+func (c *conn) inline(r request) bool {
+	return c.resident != nil && r.typ == cmdRead && r.length > 0 && r.length <= inlineReadMax &&
+		c.br.Buffered() < requestHeaderLen && c.resident.Resident(r.off, int64(r.length))
 }
 
 // check validates a request before it is run; it returns an NBD error or 0.
