@@ -55,12 +55,11 @@ type Mapper interface {
 }
 
 // Residency is an Export that can tell cheaply whether a read would be
-// served from memory. The server then runs a small read that is, when no
-// other request is waiting, on the goroutine that received it: handing it
-// to a worker costs a wake-up, often of a thread, that takes longer than
-// copying a few KiB out of the page cache. A read it cannot vouch for
-// goes to a worker, so a slow read never stops the connection's other
-// requests from being received.
+// served from memory. The server then runs a small read that is on the
+// goroutine that received it: handing it to a worker costs a wake-up,
+// often of a thread, that takes longer than copying a few KiB out of the
+// page cache. A read it cannot vouch for goes to a worker, so a slow read
+// never stops the connection's other requests from being received.
 type Residency interface {
 	// Resident reports whether ReadAt of [off, off+n) (inside Size, n > 0)
 	// would complete without waiting for a device or a remote store. It is

@@ -3,6 +3,7 @@ package nbd
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net"
@@ -89,9 +90,9 @@ func newVolume(t *testing.T, size int64) *volume.Volume {
 }
 
 // TestSmallReadsAskWhetherResident: the server asks a Residency export
-// about a small read with nothing queued behind it (the reads it may run
-// without a hand-off), and about nothing else; the data read is the
-// volume's whichever way the read ran.
+// about each small read (the reads it may run without a hand-off), and
+// about nothing else; the data read is the volume's whichever way the
+// read ran.
 func TestSmallReadsAskWhetherResident(t *testing.T) {
 	v := newVolume(t, 4*MiB)
 	want := bytes.Repeat([]byte("coffer"), MiB/6+1)[:MiB]
@@ -159,4 +160,74 @@ func TestReadNotResidentDoesNotHoldUpOthers(t *testing.T) {
 	if h, errno := rc.reply(); h != 1 || errno != 0 {
 		t.Fatalf("second reply: handle %d errno %d", h, errno)
 	}
+}
+
+// TestHeldRepliesAreNotKeptWaiting: replies to inline reads, held back to
+// go out together, are written before the server waits on the client:
+// for the rest of a write's payload, or after NBD_CMD_DISC.
+func TestHeldRepliesAreNotKeptWaiting(t *testing.T) {
+	v := newVolume(t, 4*MiB)
+	exp := &residencyExport{Volume: v, resident: func(int64, int64) bool { return true }}
+	addr := serveExport(t, exp)
+
+	t.Run("write payload", func(t *testing.T) {
+		rc := dialRaw(t, addr)
+		if typ := rc.goExport("disk"); typ != repAck {
+			t.Fatalf("GO = %#x", typ)
+		}
+		// A read and the start of a write in one segment; the rest of the
+		// payload only once the read is answered.
+		var b bytes.Buffer
+		for _, r := range []struct {
+			typ    uint16
+			handle uint64
+			off    int64
+		}{{cmdRead, 1, 0}, {cmdWrite, 2, MiB}} {
+			h := make([]byte, requestHeaderLen)
+			putRequest(h, r.typ, r.handle, r.off, 4096)
+			b.Write(h)
+		}
+		b.Write(make([]byte, 100))
+		rc.write(b.Bytes())
+		if h, errno := rc.reply(); h != 1 || errno != 0 {
+			t.Fatalf("reply handle %d errno %d, want the read's", h, errno)
+		}
+		rc.readFull(make([]byte, 4096))
+		rc.write(make([]byte, 4096-100))
+		if h, errno := rc.reply(); h != 2 || errno != 0 {
+			t.Fatalf("reply handle %d errno %d, want the write's", h, errno)
+		}
+	})
+
+	t.Run("disconnect", func(t *testing.T) {
+		rc := dialRaw(t, addr)
+		if typ := rc.goExport("disk"); typ != repAck {
+			t.Fatalf("GO = %#x", typ)
+		}
+		const n = 5
+		var b []byte
+		for i := range n {
+			h := make([]byte, requestHeaderLen)
+			putRequest(h, cmdRead, uint64(i), int64(i)*4096, 4096)
+			b = append(b, h...)
+		}
+		h := make([]byte, requestHeaderLen)
+		putRequest(h, cmdDisc, 99, 0, 0)
+		rc.write(append(b, h...))
+		for range n {
+			if _, errno := rc.reply(); errno != 0 {
+				t.Fatalf("errno %d", errno)
+			}
+			rc.readFull(make([]byte, 4096))
+		}
+	})
+}
+
+func putRequest(b []byte, typ uint16, handle uint64, off int64, length uint32) {
+	binary.BigEndian.PutUint32(b[0:], magicRequest)
+	binary.BigEndian.PutUint16(b[4:], 0)
+	binary.BigEndian.PutUint16(b[6:], typ)
+	binary.BigEndian.PutUint64(b[8:], handle)
+	binary.BigEndian.PutUint64(b[16:], uint64(off))
+	binary.BigEndian.PutUint32(b[24:], length)
 }
