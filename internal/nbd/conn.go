@@ -44,6 +44,7 @@ type conn struct {
 
 	// Transmission phase.
 	exp      Export
+	resident Residency // exp, if it is one (inline reads)
 	release  func()
 	size     int64
 	tflags   uint16

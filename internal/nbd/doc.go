@@ -52,6 +52,11 @@
 // read but not yet answered caps the memory a client that stops reading
 // replies can pin.
 //
+// A read of up to 64 KiB that the export vouches is in memory (Residency)
+// is run inline by the reading goroutine instead: a hand-off costs more
+// than such a read. Its reply is held, and the held replies go out in one
+// writev before the reader could block and at least every 16.
+//
 // # Words
 //
 //   - export: a named byte range a client can attach (an Export).
@@ -63,4 +68,7 @@
 //   - meta context: a kind of metadata BLOCK_STATUS reports; here only
 //     base:allocation, which says where the data is.
 //   - extent: a run of the export's bytes in one allocation state.
+//   - resident: of a read, served from memory (the page cache) without
+//     waiting for a device or a remote store.
+//   - inline: run by the goroutine that read the request, not a worker.
 package nbd

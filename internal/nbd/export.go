@@ -54,6 +54,20 @@ type Mapper interface {
 	Extents(off, n int64) ([]Extent, error)
 }
 
+// Residency is an Export that can tell cheaply whether a read would be
+// served from memory. The server then runs a small read that is on the
+// goroutine that received it: handing it to a worker costs a wake-up,
+// often of a thread, that takes longer than copying a few KiB out of the
+// page cache. A read it cannot vouch for goes to a worker, so a slow read
+// never stops the connection's other requests from being received.
+type Residency interface {
+	// Resident reports whether ReadAt of [off, off+n) (inside Size, n > 0)
+	// would complete without waiting for a device or a remote store. It is
+	// a hint: it may be stale once it returns, and should say false when
+	// it cannot tell. It may be called from many goroutines at once.
+	Resident(off, n int64) bool
+}
+
 // extentsOf is Extents of e, or one data run if e is no Mapper.
 func extentsOf(e Export, off, n int64) ([]Extent, error) {
 	if m, ok := e.(Mapper); ok {
@@ -69,11 +83,17 @@ func ReadOnly(e Export) Export { return readOnly{e} }
 type readOnly struct{ Export }
 
 var (
-	_ Export = readOnly{}
-	_ Mapper = readOnly{}
+	_ Export    = readOnly{}
+	_ Mapper    = readOnly{}
+	_ Residency = readOnly{}
 )
 
 func (r readOnly) Extents(off, n int64) ([]Extent, error) { return extentsOf(r.Export, off, n) }
+
+func (r readOnly) Resident(off, n int64) bool {
+	x, ok := r.Export.(Residency)
+	return ok && x.Resident(off, n)
+}
 
 func (readOnly) ReadOnly() bool { return true }
 

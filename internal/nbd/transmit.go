@@ -56,12 +56,14 @@ func (c *conn) transmit() {
 	c.reqs = make(chan request, n)
 	c.inflight = make(chan struct{}, 4*n)
 	_, c.buffered = c.nc.(*tls.Conn)
+	c.resident, _ = c.exp.(Residency)
 	c.workerWG.Add(n)
 	for range n {
 		go c.workLoop()
 	}
 
 	err := c.readLoop()
+	c.flush() // replies held back when the loop ended (NBD_CMD_DISC read with them)
 	switch {
 	case err == nil, errors.Is(err, io.EOF):
 	case c.stopping.Load():
@@ -84,7 +86,15 @@ func (c *conn) transmit() {
 // readLoop reads requests until NBD_CMD_DISC (nil), the end of the stream,
 // a protocol violation, or Shutdown.
 func (c *conn) readLoop() error {
+	held := 0 // replies to inline reads queued but not yet written
 	for {
+		// Replies held back are written before the receiver may block (on
+		// the socket, a write's payload, the in-flight bound), and at
+		// least every maxHeld replies.
+		if held > 0 && (held >= maxHeld || c.br.Buffered() < requestHeaderLen) {
+			c.flush()
+			held = 0
+		}
 		if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
 			return err
 		}
@@ -102,7 +112,15 @@ func (c *conn) readLoop() error {
 		if r.typ == cmdDisc {
 			return nil
 		}
-		c.inflight <- struct{}{}
+		select {
+		case c.inflight <- struct{}{}:
+		default: // full: workers hold the rest, maybe for a long time
+			if held > 0 {
+				c.flush()
+				held = 0
+			}
+			c.inflight <- struct{}{}
+		}
 		if r.typ == cmdWrite {
 			if errno := c.check(r); errno != 0 {
 				// The payload must still be consumed to stay in step.
@@ -112,6 +130,10 @@ func (c *conn) readLoop() error {
 				}
 				c.send(c.errReply(r, errno))
 				continue
+			}
+			if held > 0 && c.br.Buffered() < int(r.length) {
+				c.flush()
+				held = 0
 			}
 			r.data = c.s.pool.get(int(r.length))
 			if _, err := io.ReadFull(c.br, *r.data); err != nil {
@@ -123,8 +145,31 @@ func (c *conn) readLoop() error {
 			c.send(c.errReply(r, errno))
 			continue
 		}
+		if c.inline(r) {
+			c.hold(c.do(r))
+			held++
+			continue
+		}
 		c.reqs <- r
 	}
+}
+
+// inlineReadMax is the largest read the receiving goroutine runs itself;
+// past it the copy, not the hand-off, is what a read costs.
+const inlineReadMax = 64 << 10
+
+// maxHeld bounds the replies to inline reads held back to go out in one
+// write, so the first of a long burst is not kept waiting for the last.
+const maxHeld = 16
+
+// inline reports whether the goroutine that received r runs it itself
+// instead of handing it to a worker: a small read that the export says is
+// in memory. A 4 KiB read from the page cache costs less than the wake-up
+// of the worker it would be handed to; a read that may wait for a device
+// is handed off, so it does not hold up receiving the requests behind it.
+func (c *conn) inline(r request) bool {
+	return c.resident != nil && r.typ == cmdRead && r.length > 0 && r.length <= inlineReadMax &&
+		c.resident.Resident(r.off, int64(r.length))
 }
 
 // check validates a request before it is run; it returns an NBD error or 0.
@@ -414,7 +459,27 @@ func (c *conn) errno(r request, err error) uint32 {
 func (c *conn) send(r reply) {
 	c.qmu.Lock()
 	c.queue = append(c.queue, r)
-	if c.writing {
+	c.writeQueued()
+}
+
+// hold queues a reply without writing it: the receiver, running a burst of
+// inline reads, sends their replies in one write (flush), or whoever
+// writes next sends them.
+func (c *conn) hold(r reply) {
+	c.qmu.Lock()
+	c.queue = append(c.queue, r)
+	c.qmu.Unlock()
+}
+
+// flush writes the queued replies unless another goroutine is writing.
+func (c *conn) flush() {
+	c.qmu.Lock()
+	c.writeQueued()
+}
+
+// writeQueued is called with qmu held and releases it.
+func (c *conn) writeQueued() {
+	if c.writing || len(c.queue) == 0 {
 		c.qmu.Unlock()
 		return
 	}

@@ -37,6 +37,8 @@ type segmented struct {
 	segs atomic.Pointer[[]*segment]
 	// noDirect is set once the file system refused O_DIRECT.
 	noDirect atomic.Bool
+	// noCachestat is set once the kernel refused cachestat(2).
+	noCachestat atomic.Bool
 }
 
 type segment struct {
@@ -184,6 +186,35 @@ func (s *segmented) readSegment(p []byte, i int, off int64) error {
 		err = nil
 	}
 	return err
+}
+
+// cached reports whether every page of [off, off+n) (n > 0) is in the page
+// cache, so a read of it would not wait for the device. It answers false
+// where it cannot tell cheaply: a kernel without cachestat(2) (before
+// Linux 6.5), a range across segments, a segment not open. Holes read no
+// device either but count as not cached; a false answer only costs the
+// caller the slower path.
+func (s *segmented) cached(off, n int64) bool {
+	i := off >> s.shift
+	if n <= 0 || (off+n-1)>>s.shift != i || s.noCachestat.Load() {
+		return false
+	}
+	f := (*s.segs.Load())[i].file.Load()
+	if f == nil {
+		return false
+	}
+	page := int64(os.Getpagesize())
+	start := (off - i<<s.shift) &^ (page - 1)
+	end := off - i<<s.shift + n
+	r := unix.CachestatRange{Off: uint64(start), Len: uint64(end - start)}
+	var st unix.Cachestat_t
+	if err := unix.Cachestat(uint(f.Fd()), &r, &st, 0); err != nil {
+		if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPERM) {
+			s.noCachestat.Store(true)
+		}
+		return false
+	}
+	return int64(st.Cache) >= (end-start+page-1)/page
 }
 
 // WriteAt writes p at off.

@@ -306,6 +306,18 @@ func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 	return v.readLogical(p, off)
 }
 
+// Resident reports whether ReadAt of [off, off+n) would be served from
+// memory, without waiting for a device or a backing store. It is a cheap
+// hint (one system call), for a server that runs such reads on the thread
+// that received them instead of handing them to another; it can be wrong
+// the moment it returns, and is false where it cannot tell.
+func (v *Volume) Resident(off, n int64) bool {
+	if off < 0 || n <= 0 || off > v.size.Load()-n || v.hydrating() {
+		return false
+	}
+	return v.data.cached(off, n)
+}
+
 // WriteAt writes p at off. The blocks are marked changed before the data is
 // written, so a crash can only leave the changed set larger than the truth.
 func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
