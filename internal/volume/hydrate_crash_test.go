@@ -189,7 +189,7 @@ func TestHydrationKilledMidway(t *testing.T) {
 	}
 	flushed := map[int64]bool{}
 	maybe := map[int64]bool{} // written, perhaps not flushed
-	var hydrated int64 // blocks the child's hydration reported done
+	var hydrated int64        // blocks the child's hydration reported done
 	// A child that never reports (a hung hydration) is killed too, and
 	// the checks below say what it reached.
 	stuck := time.AfterFunc(2*time.Minute, func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
