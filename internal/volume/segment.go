@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/coffer-backup/coffer/internal/directio"
 	"github.com/coffer-backup/coffer/internal/errs"
 )
 
@@ -35,13 +34,10 @@ type segmented struct {
 
 	mu   sync.Mutex // opening files, grow, close
 	segs atomic.Pointer[[]*segment]
-	// noDirect is set once the file system refused O_DIRECT.
-	noDirect atomic.Bool
 }
 
 type segment struct {
-	file   atomic.Pointer[os.File]
-	direct atomic.Pointer[os.File] // the same file with O_DIRECT (hydration)
+	file atomic.Pointer[os.File]
 	// dirty is set after a write or hole punch lands and cleared by the
 	// sync that covers it, so Flush syncs only the segments written since.
 	dirty  atomic.Bool
@@ -218,66 +214,6 @@ func (s *segmented) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// writeDirect writes p at off with O_DIRECT. It reports false, having
-// written nothing, when the file system does not do direct I/O; the caller
-// then writes through the page cache. p and off must be directio.Usable;
-// segments start at multiples of MinSegmentSize, so each piece is too.
-func (s *segmented) writeDirect(p []byte, off int64) (bool, error) {
-	for done := 0; done < len(p); {
-		if s.noDirect.Load() {
-			if done > 0 { // a segment that refused after one that did not
-				_, err := s.WriteAt(p[done:], off+int64(done))
-				return true, err
-			}
-			return false, nil
-		}
-		pos := off + int64(done)
-		i := pos >> s.shift
-		n := int(min(int64(len(p)-done), (i+1)<<s.shift-pos))
-		seg, f, err := s.directFile(int(i))
-		if err != nil {
-			return done > 0, err
-		}
-		if f == nil {
-			continue // noDirect is set now
-		}
-		_, err = f.WriteAt(p[done:done+n], pos-i<<s.shift)
-		seg.touched()
-		if errors.Is(err, unix.EINVAL) {
-			s.noDirect.Store(true)
-			continue
-		}
-		if err != nil {
-			return true, err
-		}
-		done += n
-	}
-	return true, nil
-}
-
-func (s *segmented) directFile(i int) (*segment, *os.File, error) {
-	segs := *s.segs.Load()
-	seg := segs[i]
-	if f := seg.direct.Load(); f != nil {
-		return seg, f, nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if f := seg.direct.Load(); f != nil {
-		return seg, f, nil
-	}
-	f, err := directio.Open(segmentName(s.dir, s.name, i))
-	if err != nil {
-		return nil, nil, err
-	}
-	if f == nil {
-		s.noDirect.Store(true)
-		return seg, nil, nil
-	}
-	seg.direct.Store(f)
-	return seg, f, nil
-}
-
 // fallocate applies a fallocate mode to [off, off+n), segment by segment.
 func (s *segmented) fallocate(mode uint32, off, n int64) error {
 	for end := off + n; off < end; {
@@ -300,14 +236,10 @@ func (s *segmented) fallocate(mode uint32, off, n int64) error {
 // sync makes every write that completed before it was called durable:
 // fdatasync of each segment written since its last sync. The segment's
 // lock makes a second caller wait for a sync already under way, which may
-// be the one covering its writes. Hydration may have written a segment
-// only through its O_DIRECT file; syncing that file syncs the segment.
+// be the one covering its writes.
 func (s *segmented) sync() error {
 	for _, seg := range *s.segs.Load() {
 		f := seg.file.Load()
-		if f == nil {
-			f = seg.direct.Load()
-		}
 		if f == nil {
 			continue
 		}
@@ -476,11 +408,9 @@ func (s *segmented) close() error {
 	defer s.mu.Unlock()
 	var err error
 	for _, seg := range *s.segs.Load() {
-		for _, p := range []*atomic.Pointer[os.File]{&seg.file, &seg.direct} {
-			if f := p.Swap(nil); f != nil {
-				if cerr := f.Close(); err == nil {
-					err = cerr
-				}
+		if f := seg.file.Swap(nil); f != nil {
+			if cerr := f.Close(); err == nil {
+				err = cerr
 			}
 		}
 	}
