@@ -329,8 +329,8 @@ func (h *hydration) allLocal(first, end int64) bool {
 	return true
 }
 
-// extentBufs are the buffers of readThrough, one extent each.
-var extentBufs = sync.Pool{New: func() any { b := directio.AlignedBuf(hydrateExtent); return &b }}
+// windowBufs are the buffers of readThrough: a batch of extents each.
+var windowBufs = sync.Pool{New: func() any { b := directio.AlignedBuf(hydrateBatch * hydrateExtent); return &b }}
 
 // readThrough reads p at pos, within the extent of blocks [first, end),
 // some of which are not local: it reads the whole extent from the backing
@@ -340,9 +340,14 @@ var extentBufs = sync.Pool{New: func() any { b := directio.AlignedBuf(hydrateExt
 // the data file for blocks that were already local (a writer's). The
 // write goes to the page cache and is made durable later (persist), so
 // the reader does not wait on the device. If the hydration or another
-// reader is already fetching the extent, it waits for that instead. It
-// then points the hydration at the next extent, so a sequential reader
-// finds the extents ahead of it being fetched in parallel (read-ahead).
+// reader is already fetching the extent, it waits for that instead.
+//
+// A reader that looks sequential (the extent before is local, or empty in
+// the backing) reads ahead: the extents after this one that are not local
+// and that no one is fetching, up to a batch, come in the same read of
+// the backing (one request a pack on S3, not one a chunk) and are made
+// local with it. The hydration is then pointed past them, so it fetches
+// further ahead in parallel.
 func (v *Volume) readThrough(p []byte, pos, first, end int64) error {
 	src, err := v.backingSource()
 	if err != nil {
@@ -350,8 +355,9 @@ func (v *Volume) readThrough(p []byte, pos, first, end int64) error {
 	}
 	h, bs := v.hydr, v.blockSize
 	per := max(hydrateExtent/bs, 1)
+	e := first / per
 	for {
-		ok, wait, done := h.claimFetch(first / per)
+		ok, wait, done := h.claimFetch(e)
 		if ok {
 			defer done()
 			break
@@ -364,22 +370,40 @@ func (v *Volume) readThrough(p []byte, pos, first, end int64) error {
 	if h.allLocal(first, end) { // fetched between the caller's look and the claim
 		return v.readData(p, pos)
 	}
-	bufp := extentBufs.Get().(*[]byte)
-	defer extentBufs.Put(bufp)
+	size := v.size.Load()
+	nb := nblocksFor(size, bs)
+	winEnd := end // blocks [first, winEnd) are fetched
+	if v.sequential(e, per, nb) {
+		for k := e + 1; k < e+hydrateBatch && k*per < nb; k++ {
+			lo, hi := k*per, min((k+1)*per, nb)
+			if h.allLocal(lo, hi) {
+				break
+			}
+			ok, _, done := h.claimFetch(k)
+			if !ok {
+				break
+			}
+			defer done()
+			winEnd = hi
+		}
+	}
+	bufp := windowBufs.Get().(*[]byte)
+	defer windowBufs.Put(bufp)
 	buf := *bufp
-	if int64(cap(buf)) < (end-first)*bs {
-		buf = directio.AlignedBuf(int((end - first) * bs))
+	if int64(cap(buf)) < (winEnd-first)*bs {
+		buf = directio.AlignedBuf(int((winEnd - first) * bs))
 	}
 	start := first * bs
-	ext := buf[:min(end*bs, v.size.Load())-start]
-	if _, err := src.ReadAt(ext, start); err != nil && !errors.Is(err, io.EOF) {
+	win := buf[:min(winEnd*bs, size)-start]
+	if _, err := src.ReadAt(win, start); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
+	ext := win[:min(end*bs, size)-start]
 	wasLocal := make([]bool, end-first)
 	if err := v.storeExtent(first, end, ext, true, wasLocal); err != nil {
 		return err
 	}
-	h.next.Store(first/per + 2)
+	h.next.Store((winEnd+per-1)/per + 1)
 	stop := pos + int64(len(p))
 	for b := pos / bs; b*bs < stop; b++ {
 		lo, hi := max(b*bs, pos), min((b+1)*bs, stop)
@@ -391,7 +415,39 @@ func (v *Volume) readThrough(p []byte, pos, first, end int64) error {
 		}
 		copy(p[lo-pos:hi-pos], ext[lo-start:hi-start])
 	}
+	// The extents read ahead; their claims go when this returns.
+	for lo := end; lo < winEnd; lo += per {
+		hi := min(lo+per, winEnd)
+		if err := v.storeExtent(lo, hi, win[(lo-first)*bs:min(hi*bs, size)-start], true, nil); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// sequential reports whether a reader that needs extent e looks like it
+// reads in order: the extent before is local, or holds no data in the
+// backing (a reader that skips holes, as nbdcopy does, never reads it).
+func (v *Volume) sequential(e, per, nb int64) bool {
+	if e == 0 {
+		return true
+	}
+	lo, hi := (e-1)*per, min(e*per, nb)
+	if v.hydr.allLocal(lo, hi) {
+		return true
+	}
+	m := v.backingAllocated()
+	if m == nil {
+		return false
+	}
+	bs := v.blockSize
+	empty := true
+	backingExtents(m.ranges, lo*bs, hi*bs, func(_ int64, x Extent) {
+		if !x.Zero {
+			empty = false
+		}
+	})
+	return empty
 }
 
 // readData reads p at off from the data file; past its end is zeros.

@@ -342,3 +342,34 @@ func TestHydrationFollowsTheReader(t *testing.T) {
 		}
 	}
 }
+
+// TestSequentialReaderReadsAhead: a reader going through the disk in
+// order fetches a batch of extents with each read of the backing (one
+// request a pack on S3), not one extent; the bytes are the backing's.
+func TestSequentialReaderReadsAhead(t *testing.T) {
+	const extents = 64
+	const size = extents << 20
+	v, err := CreateBacked(filepath.Join(t.TempDir(), "vol"), size, "snapshots/s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	open := make(chan struct{})
+	close(open)
+	src := &patternReader{open: open}
+	v.SetBacking(src)
+	got := make([]byte, 256<<10)
+	for off := int64(0); off < size; off += int64(len(got)) {
+		if _, err := v.ReadAt(got, off); err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range got {
+			if c != patternByte(off+int64(i)) {
+				t.Fatalf("sequential read at %d returned other bytes", off+int64(i))
+			}
+		}
+	}
+	if n, limit := len(src.reads()), extents/hydrateBatch+1; n > limit {
+		t.Fatalf("a sequential reader of %d extents made %d reads of the backing, want at most %d", extents, n, limit)
+	}
+}
