@@ -395,10 +395,17 @@ func (v *Volume) readThrough(p []byte, pos, first, end int64) error {
 	}
 	start := first * bs
 	win := buf[:min(winEnd*bs, size)-start]
-	if _, err := src.ReadAt(win, start); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
 	ext := win[:min(end*bs, size)-start]
+	if n, err := src.ReadAt(win, start); err != nil && !errors.Is(err, io.EOF) {
+		if n < len(ext) {
+			return err
+		}
+		// What failed is ahead of this reader (a damaged chunk, say):
+		// the reader gets its bytes, and the extents from the failed one
+		// on are left to whoever reads them, who gets the error.
+		winEnd = max(end, (first+int64(n)/bs)/per*per)
+		win = win[:min(winEnd*bs, size)-start]
+	}
 	wasLocal := make([]bool, end-first)
 	if err := v.storeExtent(first, end, ext, true, wasLocal); err != nil {
 		return err
