@@ -2,13 +2,16 @@ package chunk_test
 
 import (
 	"bytes"
+	"net/url"
 	"testing"
 
+	"gocloud.dev/blob"
 	"gocloud.dev/blob/memblob"
 
 	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/chunk/chunktest"
 	"github.com/coffer-backup/coffer/internal/errs"
+	"github.com/coffer-backup/coffer/internal/testenv"
 )
 
 // TestReadIntoManyCoalesces: reading back a 64 MiB disk written in order
@@ -16,11 +19,24 @@ import (
 // chunk; the bytes are the same, and a corrupt chunk in the middle of a
 // run fails alone, with ReadInto's error.
 func TestReadIntoManyCoalesces(t *testing.T) {
+	t.Run("mem", func(t *testing.T) {
+		b := memblob.OpenBucket(nil)
+		defer b.Close()
+		readIntoManyCoalesces(t, b)
+	})
+	t.Run("s3", func(t *testing.T) {
+		base, err := url.Parse(testenv.S3(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readIntoManyCoalesces(t, s3Bucket(t, base))
+	})
+}
+
+func readIntoManyCoalesces(t *testing.T, b *blob.Bucket) {
 	ctx := t.Context()
 	const chunks, chunkSize = 64, 1 << 20
 	data := chunktest.Random(chunks * chunkSize)
-	b := memblob.OpenBucket(nil)
-	defer b.Close()
 	key := chunktest.Key(t)
 	w, err := chunk.New(b, chunk.Options{Key: key})
 	if err != nil {
