@@ -28,9 +28,13 @@ type ChunkRead struct {
 const MaxCoalescedRead = DefaultPackSize + 2<<20
 
 // coalesceGap is the most bytes of other chunks ReadIntoMany reads and
-// throws away to join two wanted ones in one read: a chunk another disk
-// wrote between them costs less read along than asked for alone.
-const coalesceGap = 1 << 20
+// throws away to join two wanted ones in one read: two chunks of the
+// default size with their headers. A backup's parallel workers fill a pack
+// with chunks from a few MiB around each other, not in disk order, so a
+// restore's wanted chunks sit in a pack with others between them; on a
+// 1 GiB disk so stored, 32 MiB of disk read in runs joined over 1 MiB
+// gaps took 151 reads, over this gap 90, for 13% more bytes read.
+const coalesceGap = 2<<20 + 64<<10
 
 // ReadIntoMany reads every chunk of reqs into its Dst, checked as ReadInto
 // checks, setting each request's Err. Chunks that sit next to each other

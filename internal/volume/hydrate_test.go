@@ -344,7 +344,7 @@ func TestHydrationFollowsTheReader(t *testing.T) {
 }
 
 // TestSequentialReaderReadsAhead: a reader going through the disk in
-// order fetches a batch of extents with each read of the backing (one
+// order fetches readAhead extents with each read of the backing (one
 // request a pack on S3), not one extent; the bytes are the backing's.
 func TestSequentialReaderReadsAhead(t *testing.T) {
 	const extents = 64
@@ -369,7 +369,7 @@ func TestSequentialReaderReadsAhead(t *testing.T) {
 			}
 		}
 	}
-	if n, limit := len(src.reads()), extents/hydrateBatch+1; n > limit {
+	if n, limit := len(src.reads()), extents/readAhead+1; n > limit {
 		t.Fatalf("a sequential reader of %d extents made %d reads of the backing, want at most %d", extents, n, limit)
 	}
 }
