@@ -270,9 +270,12 @@ func TestReadsMakeBlocksLocal(t *testing.T) {
 		}
 	}
 	readEach("first")
-	// Most chunks are fetched here (the counter sees packed reads), none
-	// twice.
-	if reads, total := counter.chunkReads(t, e.Chunks, idx); total != len(reads) || len(reads) < chunks/2 {
+	// Most chunks are fetched here (the counter sees packed reads). A
+	// ranged read may carry a chunk along between two it wants (the
+	// chunk store joins runs over small gaps) without making it local, so
+	// a few are counted twice; a copy on read that failed would count
+	// most.
+	if reads, total := counter.chunkReads(t, e.Chunks, idx); total > len(reads)+len(reads)/4 || len(reads) < chunks/2 {
 		t.Fatalf("the first reads of %d chunks made %d chunk reads of %d chunks", chunks, total, len(reads))
 	}
 	readEach("second")
