@@ -40,8 +40,8 @@
 //	hydrated     while a backed volume fills: one bit per block that is local
 //	             and durable (mapped shared like cbt.*); a block fetched from
 //	             the backing is written through the page cache and gets its
-//	             bit only after the sync that makes it durable (every 256
-//	             MiB, at Flush and at the end of Hydrate), so a crash costs
+//	             bit only after the sync that makes it durable (every GiB,
+//	             at Flush and at the end of Hydrate), so a crash costs
 //	             a fetch again, never a block read as zeros; removed once
 //	             Hydrate is done
 //
