@@ -66,6 +66,9 @@
 // Get re-hashes every chunk it returns and compares it with the digest it
 // was asked for, so no corruption, truncation, misplaced object or bug in
 // this package returns wrong bytes: it is errs.Internal "ChunkCorrupt".
+// ReadIntoMany (a restore's reads) fetches neighbouring chunks of a pack
+// with one ranged read and checks each chunk of it the same way; one that
+// fails is read again alone, so its error and quarantine are Get's.
 // GCM's additional data binds the header and the digest, so an encrypted
 // object copied under another chunk's name does not even decrypt.
 //

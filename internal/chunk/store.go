@@ -117,6 +117,7 @@ type Store struct {
 	sync    func(ctx context.Context) error
 	closer  func() error // closes what Open opened; nil for New
 	pk      *packState   // the pack layout; nil writes version 1
+	runBufs sync.Pool    // of *[]byte, ReadIntoMany's read buffers
 
 	mu       sync.Mutex
 	inflight map[Digest]*putCall // one writer per digest at a time

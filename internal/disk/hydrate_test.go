@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -178,8 +177,9 @@ func randomSnapshot(t *testing.T, e *Engine, size int64) ([]byte, SnapshotRecord
 // a range of a pack: how the test sees what a disk fetched.
 type countingBackend struct {
 	chunk.Backend
-	mu    sync.Mutex
-	reads map[string]int
+	mu     sync.Mutex
+	reads  map[string]int
+	ranges map[string][][2]int64 // ranged reads by key: offset, length
 }
 
 func (c *countingBackend) count(key string) {
@@ -193,8 +193,15 @@ func (c *countingBackend) Read(ctx context.Context, key string, buf []byte) ([]b
 	return c.Backend.Read(ctx, key, buf)
 }
 
+// ReadRange counts a ranged read, which may cover several chunks of a
+// pack (chunk.Store.ReadIntoMany).
 func (c *countingBackend) ReadRange(ctx context.Context, key string, off, n int64, buf []byte) ([]byte, error) {
-	c.count(fmt.Sprintf("%s@%d", key, off))
+	c.mu.Lock()
+	if c.ranges == nil {
+		c.ranges = map[string][][2]int64{}
+	}
+	c.ranges[key] = append(c.ranges[key], [2]int64{off, n})
+	c.mu.Unlock()
 	return c.Backend.ReadRange(ctx, key, off, n, buf)
 }
 
@@ -210,11 +217,18 @@ func (c *countingBackend) chunkReads(t *testing.T, store *chunk.Store, idx chunk
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := c.reads[loc.Key] + c.reads[fmt.Sprintf("%s@%d", loc.Key, loc.Off)]; n > 0 {
+		n := c.reads[loc.Key]
+		for _, r := range c.ranges[loc.Key] {
+			if r[0] <= loc.Off && loc.Off+loc.Len <= r[0]+r[1] {
+				n++
+			}
+		}
+		if n > 0 {
 			got[d], total = n, total+n
 		}
 	}
 	clear(c.reads)
+	clear(c.ranges)
 	return got, total
 }
 
@@ -256,9 +270,12 @@ func TestReadsMakeBlocksLocal(t *testing.T) {
 		}
 	}
 	readEach("first")
-	// Most chunks are fetched here (the counter sees packed reads), none
-	// twice.
-	if reads, total := counter.chunkReads(t, e.Chunks, idx); total != len(reads) || len(reads) < chunks/2 {
+	// Most chunks are fetched here (the counter sees packed reads). A
+	// ranged read may carry a chunk along between two it wants (the
+	// chunk store joins runs over small gaps) without making it local, so
+	// a few are counted twice; a copy on read that failed would count
+	// most.
+	if reads, total := counter.chunkReads(t, e.Chunks, idx); total > len(reads)+len(reads)/4 || len(reads) < chunks/2 {
 		t.Fatalf("the first reads of %d chunks made %d chunk reads of %d chunks", chunks, total, len(reads))
 	}
 	readEach("second")

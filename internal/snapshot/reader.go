@@ -118,10 +118,17 @@ func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 		p = p[:size-off]
 	}
 	n := 0
+	// Whole chunks read straight into p go out together at the end, so a
+	// store that reads many at once (chunk.Store.ReadIntoMany: one ranged
+	// read for neighbours in a pack) gets them all.
+	var batch []chunk.ChunkRead
+	var at []int // where each of batch starts in p
+	var failAt int
+	var failErr error
 	for n < len(p) {
-		at := off + int64(n)
-		i := at / cs
-		in := at - i*cs
+		pos := off + int64(n)
+		i := pos / cs
+		in := pos - i*cs
 		d := r.idx.Digests[i]
 		seg := p[n:min(len(p), n+int(int64(r.idx.ChunkLen(int(i)))-in))]
 		switch {
@@ -131,28 +138,62 @@ func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 			// A whole chunk (hydration, a large sequential read): straight
 			// into p, no cache entry to allocate and copy from. The cap
 			// keeps a failed decrypt from touching p past the chunk.
-			b, err := r.into.ReadInto(ctx, d, len(seg), seg[:0:len(seg)])
-			if err != nil {
-				return n, r.chunkErr(int(i), err)
-			}
-			if &b[0] != &seg[0] {
-				copy(seg, b)
-			}
+			batch = append(batch, chunk.ChunkRead{Digest: d, Size: len(seg), Dst: seg[:0:len(seg)]})
+			at = append(at, n)
 		default:
 			b, err := r.cache.get(ctx, d, func(ctx context.Context) ([]byte, error) {
 				return r.store.Get(ctx, d, r.idx.ChunkLen(int(i)))
 			})
 			if err != nil {
-				return n, r.chunkErr(int(i), err)
+				failAt, failErr = n, r.chunkErr(int(i), err)
+			} else {
+				copy(seg, b[in:])
 			}
-			copy(seg, b[in:])
+		}
+		if failErr != nil {
+			break
 		}
 		n += len(seg)
+	}
+	r.readBatch(ctx, batch)
+	for j, q := range batch {
+		if q.Err != nil && (failErr == nil || at[j] < failAt) {
+			failAt, failErr = at[j], r.chunkErr(int((off+int64(at[j]))/cs), q.Err)
+			break
+		}
+	}
+	if failErr != nil {
+		return failAt, failErr
 	}
 	if n < want {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// chunkReaderMany is what a store offers to read many chunks at once
+// (*chunk.Store does).
+type chunkReaderMany interface {
+	ReadIntoMany(ctx context.Context, reqs []chunk.ChunkRead)
+}
+
+var _ chunkReaderMany = (*chunk.Store)(nil)
+
+// readBatch reads whole chunks into their requests' Dst, all at once when
+// the store can.
+func (r *Reader) readBatch(ctx context.Context, batch []chunk.ChunkRead) {
+	if m, ok := r.store.(chunkReaderMany); ok && len(batch) > 1 {
+		m.ReadIntoMany(ctx, batch)
+		return
+	}
+	for j := range batch {
+		q := &batch[j]
+		b, err := r.into.ReadInto(ctx, q.Digest, q.Size, q.Dst)
+		q.Err = err
+		if err == nil && len(b) > 0 && &b[0] != &q.Dst[:1][0] {
+			copy(q.Dst[:q.Size], b)
+		}
+	}
 }
 
 // Allocated returns the ranges of the disk whose chunks are not zero, in

@@ -38,7 +38,12 @@
 //	             pre-image; removed on Release and by Open (a snapshot does
 //	             not outlive its process)
 //	hydrated     while a backed volume fills: one bit per block that is local
-//	             (mapped shared like cbt.*); removed once Hydrate is done
+//	             and durable (mapped shared like cbt.*); a block fetched from
+//	             the backing is written through the page cache and gets its
+//	             bit only after the sync that makes it durable (every GiB,
+//	             at Flush and at the end of Hydrate), so a crash costs
+//	             a fetch again, never a block read as zeros; removed once
+//	             Hydrate is done
 //
 // Data goes through pread/pwrite on the segment files; Zero punches a hole
 // (FALLOC_FL_PUNCH_HOLE), ZeroFill zeroes in place (FALLOC_FL_ZERO_RANGE);

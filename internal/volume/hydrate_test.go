@@ -253,20 +253,20 @@ func TestHydrateUnderConcurrentWrites(t *testing.T) {
 }
 
 // patternReader is a backing of any size whose bytes are a function of
-// their offset. It records the offset of every read and holds reads
-// (but those in the extent at free) until open is closed.
+// their offset. It records every read and holds reads (but those that
+// start in the extent at free) until open is closed.
 type patternReader struct {
 	free int64
 	open chan struct{}
 	mu   sync.Mutex
-	log  []int64
+	log  []Range
 }
 
 func patternByte(off int64) byte { return byte(off*7 + off>>12 + 1) }
 
 func (r *patternReader) ReadAt(p []byte, off int64) (int, error) {
 	r.mu.Lock()
-	r.log = append(r.log, off)
+	r.log = append(r.log, Range{Off: off, Len: int64(len(p))})
 	r.mu.Unlock()
 	if off>>20 != r.free>>20 {
 		<-r.open
@@ -277,18 +277,19 @@ func (r *patternReader) ReadAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-func (r *patternReader) reads() []int64 {
+func (r *patternReader) reads() []Range {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]int64(nil), r.log...)
+	return append([]Range(nil), r.log...)
 }
 
 // TestHydrationFollowsTheReader: a reader that fetches extent X from the
 // backing makes it local, and the hydration, busy elsewhere, moves on to
 // X+1, X+2, ... (read-ahead for a sequential reader), comes back for what
-// it skipped, and never fetches X again.
+// it skipped, and never fetches X again. X is past the batches the
+// workers start with.
 func TestHydrationFollowsTheReader(t *testing.T) {
-	const extents, x = 256, 40
+	const extents, x = 256, HydrateWorkers*hydrateBatch + 36
 	const size = extents << 20
 	dir := filepath.Join(t.TempDir(), "vol")
 	v, err := CreateBacked(dir, size, "snapshots/z")
@@ -318,12 +319,13 @@ func TestHydrationFollowsTheReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := map[int64]int{} // extent -> position of its first read
-	for i, off := range src.reads() {
-		e := off >> 20
-		if _, seen := first[e]; seen {
-			t.Fatalf("extent %d was read from the backing twice", e)
+	for i, r := range src.reads() {
+		for e := r.Off >> 20; e<<20 < r.Off+r.Len; e++ {
+			if _, seen := first[e]; seen {
+				t.Fatalf("extent %d was read from the backing twice", e)
+			}
+			first[e] = i
 		}
-		first[e] = i
 	}
 	if len(first) != extents {
 		t.Fatalf("%d extents read from the backing, want %d", len(first), extents)
@@ -338,5 +340,36 @@ func TestHydrationFollowsTheReader(t *testing.T) {
 		if c != patternByte(int64(off)) {
 			t.Fatalf("the hydrated volume reads other bytes at %d", off)
 		}
+	}
+}
+
+// TestSequentialReaderReadsAhead: a reader going through the disk in
+// order fetches readAhead extents with each read of the backing (one
+// request a pack on S3), not one extent; the bytes are the backing's.
+func TestSequentialReaderReadsAhead(t *testing.T) {
+	const extents = 64
+	const size = extents << 20
+	v, err := CreateBacked(filepath.Join(t.TempDir(), "vol"), size, "snapshots/s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	open := make(chan struct{})
+	close(open)
+	src := &patternReader{open: open}
+	v.SetBacking(src)
+	got := make([]byte, 256<<10)
+	for off := int64(0); off < size; off += int64(len(got)) {
+		if _, err := v.ReadAt(got, off); err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range got {
+			if c != patternByte(off+int64(i)) {
+				t.Fatalf("sequential read at %d returned other bytes", off+int64(i))
+			}
+		}
+	}
+	if n, limit := len(src.reads()), extents/readAhead+1; n > limit {
+		t.Fatalf("a sequential reader of %d extents made %d reads of the backing, want at most %d", extents, n, limit)
 	}
 }

@@ -43,7 +43,7 @@ type segmented struct {
 
 type segment struct {
 	file   atomic.Pointer[os.File]
-	direct atomic.Pointer[os.File] // the same file with O_DIRECT (hydration)
+	direct atomic.Pointer[os.File] // the same file with O_DIRECT (snapshot reads)
 	// dirty is set after a write or hole punch lands and cleared by the
 	// sync that covers it, so Flush syncs only the segments written since.
 	dirty  atomic.Bool
@@ -249,43 +249,6 @@ func (s *segmented) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// writeDirect writes p at off with O_DIRECT. It reports false, having
-// written nothing, when the file system does not do direct I/O; the caller
-// then writes through the page cache. p and off must be directio.Usable;
-// segments start at multiples of MinSegmentSize, so each piece is too.
-func (s *segmented) writeDirect(p []byte, off int64) (bool, error) {
-	for done := 0; done < len(p); {
-		if s.noDirect.Load() {
-			if done > 0 { // a segment that refused after one that did not
-				_, err := s.WriteAt(p[done:], off+int64(done))
-				return true, err
-			}
-			return false, nil
-		}
-		pos := off + int64(done)
-		i := pos >> s.shift
-		n := int(min(int64(len(p)-done), (i+1)<<s.shift-pos))
-		seg, f, err := s.directFile(int(i))
-		if err != nil {
-			return done > 0, err
-		}
-		if f == nil {
-			continue // noDirect is set now
-		}
-		_, err = f.WriteAt(p[done:done+n], pos-i<<s.shift)
-		seg.touched()
-		if errors.Is(err, unix.EINVAL) {
-			s.noDirect.Store(true)
-			continue
-		}
-		if err != nil {
-			return true, err
-		}
-		done += n
-	}
-	return true, nil
-}
-
 // readDirect reads p at off with O_DIRECT, as ReadAt does through the
 // page cache. It reports false, having read nothing, when the file system
 // does not do direct I/O; the caller then reads through the cache. p and
@@ -400,14 +363,10 @@ func (s *segmented) fallocate(mode uint32, off, n int64) error {
 // sync makes every write that completed before it was called durable:
 // fdatasync of each segment written since its last sync. The segment's
 // lock makes a second caller wait for a sync already under way, which may
-// be the one covering its writes. Hydration may have written a segment
-// only through its O_DIRECT file; syncing that file syncs the segment.
+// be the one covering its writes.
 func (s *segmented) sync() error {
 	for _, seg := range *s.segs.Load() {
 		f := seg.file.Load()
-		if f == nil {
-			f = seg.direct.Load()
-		}
 		if f == nil {
 			continue
 		}

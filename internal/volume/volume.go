@@ -397,7 +397,15 @@ func (v *Volume) writeZeros(off, length int64) error {
 // Flush makes every completed write durable: data first, then the tracking
 // state.
 func (v *Volume) Flush() error {
-	if err := v.data.sync(); err != nil {
+	sync := v.data.sync
+	if v.hydrating() {
+		// The blocks hydrated since the last persist: a write that went to
+		// one of them is durable only once the block is marked local in
+		// the persisted bitmap, else a restart would read it from the
+		// backing again.
+		sync = v.persist
+	}
+	if err := sync(); err != nil {
 		return fmt.Errorf("sync volume data: %w", err)
 	}
 	if v.hydrating() {
