@@ -10,7 +10,6 @@ import (
 
 	"github.com/coffer-backup/coffer/internal/chunk"
 	"github.com/coffer-backup/coffer/internal/clock"
-	"github.com/coffer-backup/coffer/internal/directio"
 	"github.com/coffer-backup/coffer/internal/errs"
 	"github.com/coffer-backup/coffer/internal/volume"
 )
@@ -394,8 +393,7 @@ func (u *upload) run(ctx context.Context, spans []span) error {
 	for range workers {
 		g.Go(func() error {
 			defer func() { wg <- struct{}{} }()
-			// Aligned, so a volume reads into it with O_DIRECT.
-			buf := directio.AlignedBuf(int(u.cs))[:u.cs]
+			buf := make([]byte, u.cs)
 			for i := range next {
 				r, err := u.readAndStore(gctx, i, buf)
 				if err != nil {

@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/coffer-backup/coffer/internal/directio"
 	"github.com/coffer-backup/coffer/internal/errs"
 )
 
@@ -35,15 +34,12 @@ type segmented struct {
 
 	mu   sync.Mutex // opening files, grow, close
 	segs atomic.Pointer[[]*segment]
-	// noDirect is set once the file system refused O_DIRECT.
-	noDirect atomic.Bool
 	// noCachestat is set once the kernel refused cachestat(2).
 	noCachestat atomic.Bool
 }
 
 type segment struct {
-	file   atomic.Pointer[os.File]
-	direct atomic.Pointer[os.File] // the same file with O_DIRECT (snapshot reads)
+	file atomic.Pointer[os.File]
 	// dirty is set after a write or hole punch lands and cleared by the
 	// sync that covers it, so Flush syncs only the segments written since.
 	dirty  atomic.Bool
@@ -249,98 +245,6 @@ func (s *segmented) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// readDirect reads p at off with O_DIRECT, as ReadAt does through the
-// page cache. It reports false, having read nothing, when the file system
-// does not do direct I/O; the caller then reads through the cache. p and
-// off must be directio.Usable. O_DIRECT reads first write back what the
-// cache holds dirty in their range, so they see every completed write.
-func (s *segmented) readDirect(p []byte, off int64) (bool, error) {
-	for done := 0; done < len(p); {
-		if s.noDirect.Load() {
-			if done > 0 {
-				_, err := s.ReadAt(p[done:], off+int64(done))
-				return true, err
-			}
-			return false, nil
-		}
-		pos := off + int64(done)
-		i := pos >> s.shift
-		n := int(min(int64(len(p)-done), (i+1)<<s.shift-pos))
-		q := p[done : done+n]
-		if _, f, err := s.file(int(i), false); err != nil {
-			return done > 0, err
-		} else if f == nil { // a made file's unwritten segment
-			clear(q)
-			done += n
-			continue
-		}
-		_, f, err := s.directFile(int(i))
-		if err != nil {
-			return done > 0, err
-		}
-		if f == nil {
-			continue // noDirect is set now
-		}
-		got, err := preadFull(f, q, pos-i<<s.shift)
-		if errors.Is(err, unix.EINVAL) {
-			s.noDirect.Store(true)
-			continue
-		}
-		if err != nil {
-			return true, err
-		}
-		clear(q[got:]) // past the segment file's end: zeros
-		done += n
-	}
-	return true, nil
-}
-
-// preadFull reads p at off until it is full or the file ends, and returns
-// how much it read.
-func preadFull(f *os.File, p []byte, off int64) (int, error) {
-	got := 0
-	for got < len(p) {
-		n, err := unix.Pread(int(f.Fd()), p[got:], off+int64(got))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return got, err
-		}
-		if n == 0 {
-			break
-		}
-		got += n
-		if got%directio.Align != 0 {
-			break // the file's unaligned end
-		}
-	}
-	return got, nil
-}
-
-func (s *segmented) directFile(i int) (*segment, *os.File, error) {
-	segs := *s.segs.Load()
-	seg := segs[i]
-	if f := seg.direct.Load(); f != nil {
-		return seg, f, nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if f := seg.direct.Load(); f != nil {
-		return seg, f, nil
-	}
-	f, err := directio.Open(segmentName(s.dir, s.name, i))
-	if err != nil {
-		return nil, nil, err
-	}
-	if f == nil {
-		s.noDirect.Store(true)
-		return seg, nil, nil
-	}
-	seg.direct.Store(f)
-	return seg, f, nil
-}
-
 // fallocate applies a fallocate mode to [off, off+n), segment by segment.
 func (s *segmented) fallocate(mode uint32, off, n int64) error {
 	for end := off + n; off < end; {
@@ -535,11 +439,9 @@ func (s *segmented) close() error {
 	defer s.mu.Unlock()
 	var err error
 	for _, seg := range *s.segs.Load() {
-		for _, p := range []*atomic.Pointer[os.File]{&seg.file, &seg.direct} {
-			if f := p.Swap(nil); f != nil {
-				if cerr := f.Close(); err == nil {
-					err = cerr
-				}
+		if f := seg.file.Swap(nil); f != nil {
+			if cerr := f.Close(); err == nil {
+				err = cerr
 			}
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/coffer-backup/coffer/internal/directio"
 	"github.com/coffer-backup/coffer/internal/errs"
 )
 
@@ -158,15 +157,6 @@ func (s *Snapshot) ReadAt(p []byte, off int64) (int, error) {
 		return 0, errs.E(errs.Invalid, "OutOfRange", "range [%d, +%d) is outside the snapshot of %d bytes", off, len(p), s.size)
 	}
 	return readRuns(p, off, s.v.blockSize, s.isPreserved, s.readPreserved, func(p []byte, off int64) error {
-		// A backup reads each block once: through the page cache that
-		// cost a fresh page and a copy of every byte, which took 40% of a
-		// first backup's CPU (pread in the service's profile). A volume
-		// still hydrating reads through its backing instead.
-		if directio.Usable(p, off) && !s.v.hydrating() {
-			if done, err := s.v.data.readDirect(p, off); done {
-				return err
-			}
-		}
 		_, err := s.v.readLogical(p, off)
 		if errors.Is(err, io.EOF) {
 			err = nil

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/coffer-backup/coffer/internal/directio"
 	"github.com/coffer-backup/coffer/internal/errs"
 )
 
@@ -237,11 +236,11 @@ func TestStaleCopyOnWriteFileIsRemoved(t *testing.T) {
 	}
 }
 
-// TestSnapshotReadsDirect: aligned reads of a snapshot go around the page
-// cache (readDirect) and still see what the cache holds unwritten, zeros
-// in holes and past a segment file's end, pre-images of blocks written
-// since, and reads that span segments; they match reads through the cache.
-func TestSnapshotReadsDirect(t *testing.T) {
+// TestSnapshotReadsInChunks: a snapshot read in chunk-sized pieces, as an
+// upload reads it, sees what the cache holds unwritten, zeros in holes and
+// past a segment file's end, pre-images of blocks written since, and reads
+// that span segments.
+func TestSnapshotReadsInChunks(t *testing.T) {
 	const size, seg = 8 << 20, 2 << 20
 	v, err := CreateWith(filepath.Join(t.TempDir(), "vol"), size, Options{SegmentSize: seg})
 	if err != nil {
@@ -266,27 +265,14 @@ func TestSnapshotReadsDirect(t *testing.T) {
 	if _, err := v.WriteAt(randomBytes(t, 200<<10), 3<<20+600<<10); err != nil {
 		t.Fatal(err)
 	}
-	buf := directio.AlignedBuf(size)[:size]
+	buf := make([]byte, size)
 	for off := int64(0); off < size; off += 1 << 20 {
 		p := buf[off : off+1<<20]
-		if !directio.Usable(p, off) {
-			t.Fatal("the test's buffer is not aligned")
-		}
 		if _, err := s.ReadAt(p, off); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if !bytes.Equal(buf, want) {
-		t.Fatal("aligned reads of the snapshot differ from the volume as it was")
-	}
-	// Through readDirect itself, so a file system that refused O_DIRECT
-	// (and a fallback that hid it) is seen.
-	got := directio.AlignedBuf(4 << 20)[:4<<20]
-	if done, err := v.data.readDirect(got, 2<<20); err != nil || !done {
-		t.Fatalf("readDirect: done %v, %v", done, err)
-	}
-	live := readAll(t, v, size)
-	if !bytes.Equal(got, live[2<<20:6<<20]) {
-		t.Fatal("readDirect differs from a read through the cache")
+		t.Fatal("chunk-sized reads of the snapshot differ from the volume as it was")
 	}
 }
