@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -177,16 +176,7 @@ func TestHydrationKilledMidway(t *testing.T) {
 	if err := v.Close(); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHydrationKilledMidway$", "-test.count=1")
-	cmd.Env = append(os.Environ(), hydrateCrashEnv+"="+dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out := startChild(t, "TestHydrationKilledMidway", hydrateCrashEnv, dir)
 	flushed := map[int64]bool{}
 	maybe := map[int64]bool{} // written, perhaps not flushed
 	var hydrated int64        // blocks the child's hydration reported done

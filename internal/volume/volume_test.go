@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -557,16 +558,7 @@ func TestCrashKeepsAcknowledgedWritesAndTracking(t *testing.T) {
 	if err := v.Close(); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashKeepsAcknowledgedWritesAndTracking$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashEnv+"="+dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out := startChild(t, "TestCrashKeepsAcknowledgedWritesAndTracking", crashEnv, dir)
 	acked := map[int64]bool{}
 	sc := bufio.NewScanner(out)
 	killed := false
@@ -656,4 +648,22 @@ func crashChild(t *testing.T, dir string) {
 	}()
 	wg.Wait()
 	t.Fatal("child was not killed")
+}
+
+// startChild runs test in a child process of this test binary with env set
+// to dir, and returns it with its stdout, where the child reports what it
+// did before it is killed.
+func startChild(t *testing.T, test, env, dir string) (*exec.Cmd, io.Reader) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env+"="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, out
 }
