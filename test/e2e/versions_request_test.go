@@ -70,4 +70,15 @@ func TestRequestsAndValuesPerVersion(t *testing.T) {
 			t.Errorf("vault at %s: storageSettings %v, want datastoreType %s", version, settings, want)
 		}
 	}
+	// A 2021-01-01 PATCH has identity and tags only: soft delete cannot be
+	// switched off through it, and nothing of the vault changes.
+	code, _, body = s.do("PATCH", vault+"?api-version=2021-01-01", admin,
+		`{"properties":{"securitySettings":{"softDeleteSettings":{"state":"Off"}}}}`)
+	if code != 400 || !strings.Contains(body, `"code":"InvalidRequestContent"`) || !strings.Contains(body, "'properties'") {
+		t.Fatalf("a 2021-01-01 vault PATCH with properties: %d %s", code, body)
+	}
+	_, body = s.mustDo("GET", vault+"?api-version=2026-06-01", admin, "", 200)
+	if strings.Contains(body, `"state":"Off"`) {
+		t.Errorf("the vault after a refused PATCH: %s", body)
+	}
 }

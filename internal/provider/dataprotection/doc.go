@@ -18,7 +18,8 @@
 //     defined in internal/backup.
 //
 // The contract is the Microsoft Learn article in shared/seed (configure
-// backup of a disk through REST at 2021-01-01); responses use the newest
-// (2026-06-01) shapes for every accepted api-version, and requests are
-// accepted in the spellings the official docs use.
+// backup of a disk through REST at 2021-01-01). Handlers read and write the
+// newest shapes; internal/arm reads each request and shapes each response
+// in the shape of its own api-version (request_shape.go, values.go), so
+// these handlers see one shape whatever version a client speaks.
 package dataprotection

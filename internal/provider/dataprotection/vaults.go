@@ -265,10 +265,7 @@ func (s *Service) patchVault(ctx context.Context, r *arm.Request) (*arm.Response
 	if err := checkIdentity(in.Identity); err != nil {
 		return nil, err
 	}
-	if in.Properties != nil {
-		if r.APIVersion == "2021-01-01" {
-			return nil, invalid("InvalidRequestContent", "properties", "At api-version 2021-01-01 a vault PATCH may change only 'identity' and 'tags'.")
-		}
+	if in.Properties != nil { // the front door refuses it at 2021-01-01, whose PATCH has no properties
 		if err := checkSecurity(in.Properties.SecuritySettings); err != nil {
 			return nil, err
 		}
