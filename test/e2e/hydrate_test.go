@@ -103,7 +103,8 @@ func TestDiskFromSnapshotIsUsableAtOnce(t *testing.T) {
 	os.Unsetenv(serve.HoldHydrationEnv)
 	s.start()
 	admin = s.token()
-	deadline := time.Now().Add(60 * time.Second)
+	// Generous: 200 MiB to fetch, on a machine other tests load too.
+	deadline := time.Now().Add(3 * time.Minute)
 	for backing(t, vol) != "" {
 		if time.Now().After(deadline) {
 			t.Fatal("the disk never finished hydrating")
